@@ -1,0 +1,101 @@
+"""Numba kernels: the equivariant field, its exact divergence, batched solves.
+
+Configurations are stored flat, ``x[i * D + d]`` for particle ``i`` and
+coordinate ``d``; the augmented ODE state is ``y = [x, l]`` of length
+``K * D + 1``. Every loop is explicit and runs in float64 without fastmath,
+so a result depends only on its own inputs: batches are split over threads
+one sample at a time, and each sample's arithmetic is the same in any batch
+and with any number of threads.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange, types
+
+from . import ode
+from .psi import PAIR_TYPE, PREPARE_TYPE
+
+
+@njit(cache=True)
+def field_and_divergence(x, t, theta, ctx, prepare, pair, K, D, g):
+    r"""Write ``g(x, t)`` (seed eq. 3) into ``g``; return ``div g`` (eq. 4).
+
+    .. math::
+        g_i = \sum_{j \ne i} \psi(r_{ij}, t)\,(x_i - x_j), \qquad
+        \operatorname{div} g = \sum_i \sum_{j \ne i}
+            \big[\psi'(r_{ij}, t)\, r_{ij} + D\, \psi(r_{ij}, t)\big]
+
+    Each unordered pair is visited once: it adds to ``g_i`` and subtracts
+    from ``g_j``, and counts twice in the divergence. The diagonal ``j = i``
+    is excluded (the seed's eq. 4 erratum, DESIGN.md section 1). At
+    ``r_ij = 0`` the pair contributes ``D psi(0, t)`` twice to the divergence
+    and nothing to the field, which is the limit of the formula.
+
+    Only ``x[:K * D]`` is read and ``g[:K * D]`` written.
+    """
+    prepare(theta, t, ctx)
+    for m in range(K * D):
+        g[m] = 0.0
+    div = 0.0
+    for i in range(K):
+        for j in range(i + 1, K):
+            r2 = 0.0
+            for d in range(D):
+                diff = x[i * D + d] - x[j * D + d]
+                r2 += diff * diff
+            r = math.sqrt(r2)
+            value, slope = pair(theta, ctx, r)
+            for d in range(D):
+                diff = x[i * D + d] - x[j * D + d]
+                g[i * D + d] += value * diff
+                g[j * D + d] -= value * diff
+            div += slope * r + D * value
+    return 2.0 * div
+
+
+@njit(cache=True)
+def augmented_rhs(t, y, out, p):
+    """``d/dt [x, l] = [g(x, t), -div g(x, t)]``; ``p = (theta, ctx, prepare, pair, K, D)``."""
+    theta, ctx, prepare, pair, K, D = p
+    out[K * D] = -field_and_divergence(y, t, theta, ctx, prepare, pair, K, D, out)
+
+
+_solve_augmented = ode.make_solver(augmented_rhs).solve
+
+_f8 = types.float64
+_i8 = types.int64
+_vec = types.float64[::1]
+_mat = types.float64[:, ::1]
+_imat = types.int64[:, ::1]
+_ivec = types.int64[::1]
+
+
+@njit(types.void(_mat, _f8, _vec, _i8, PREPARE_TYPE, PAIR_TYPE, _i8, _i8, _mat, _vec),
+      cache=True, parallel=True)
+def field_and_divergence_batch(X, t, theta, ctx_size, prepare, pair, K, D, G, div):
+    """``G[b] = g(X[b], t)`` and ``div[b] = div g(X[b], t)`` for every row ``b``."""
+    for b in prange(X.shape[0]):
+        ctx = np.empty(max(ctx_size, 1))
+        div[b] = field_and_divergence(X[b], t, theta, ctx, prepare, pair, K, D, G[b])
+
+
+@njit(types.void(_mat, _f8, _f8, _f8, _f8, _i8, _vec, _i8, PREPARE_TYPE, PAIR_TYPE, _i8, _i8,
+                 _mat, _imat, _ivec, _vec, _mat),
+      cache=True, parallel=True)
+def solve_flow_batch(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, prepare, pair, K, D,
+                     Y, stats, status, t_end, steps):
+    """Integrate the augmented ODE for every row of ``Y0``, each on its own steps.
+
+    ``Y[b]`` receives the state at ``t1``, ``stats[b]`` the counts
+    ``[nfev, naccept, nreject]``, ``status[b]`` an ``ode`` status code,
+    ``t_end[b]`` the time reached and ``steps[b]`` the accepted step sizes
+    (as many as ``steps.shape[1]`` allows).
+    """
+    for b in prange(Y0.shape[0]):
+        ctx = np.empty(max(ctx_size, 1))
+        p = (theta, ctx, prepare, pair, K, D)
+        code, t_reached = _solve_augmented(p, t0, t1, Y0[b], rtol, atol, max_steps,
+                                          Y[b], stats[b], steps[b])
+        status[b] = code
+        t_end[b] = t_reached

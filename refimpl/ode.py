@@ -1,0 +1,310 @@
+"""Adaptive Dormand--Prince 5(4) integration of one system, in Numba.
+
+The step controller is the textbook one (Hairer, Norsett & Wanner I, Sec.
+II.4) in the exact form used by ``scipy.integrate.solve_ivp(method="RK45")``,
+so that on the same problem both take the same accepted steps:
+
+* error norm: RMS over the components of ``h sum_s E_s k_s / scale`` with
+  ``scale = atol + rtol max(|y|, |y_new|)``;
+* a step is accepted when that norm is below 1; the next step is scaled by
+  ``SAFETY * err**(-1/5)`` clamped to ``[MIN_FACTOR, MAX_FACTOR]``, and never
+  grown right after a rejection;
+* the first step follows the Hairer--Wanner rule (``initial_step``).
+
+The right-hand side is a Numba function ``rhs(t, y, out, p)`` writing
+``dy/dt`` into ``out``; ``p`` is any tuple of extra arguments passed through.
+Everything here is per system: batches are handled by the caller, one
+independent step sequence per sample (see ``_kernels.solve_flow_batch``).
+``make_solver(rhs)`` builds the Numba solver functions for one ``rhs``.
+"""
+
+import collections
+import functools
+import math
+
+import numpy as np
+from numba import njit
+
+from .tableau import A, B, C, E, ERROR_ESTIMATOR_ORDER, N_STAGES
+
+SAFETY = 0.9  # multiply the asymptotically optimal step by this
+MIN_FACTOR = 0.2  # largest decrease of the step size after one attempt
+MAX_FACTOR = 10.0  # largest increase of the step size after one step
+ERROR_EXPONENT = -1.0 / (ERROR_ESTIMATOR_ORDER + 1)  # step ~ err**(-1/5)
+
+# Outcome of a solve, one code per sample.
+SUCCESS = 0
+MAX_STEPS_EXCEEDED = 1
+STEP_TOO_SMALL = 2
+NOT_FINITE = 3
+
+STATUS_MESSAGES = {
+    SUCCESS: "success",
+    MAX_STEPS_EXCEEDED: "the number of steps exceeded max_steps",
+    STEP_TOO_SMALL: "the step size fell below the spacing of floating-point numbers at t",
+    NOT_FINITE: "the state or its derivative became NaN or infinite",
+}
+
+# Indices into the per-sample statistics array.
+NFEV, NACCEPT, NREJECT = 0, 1, 2
+
+
+@njit(cache=True)
+def rms_norm(v):
+    """Root mean square of the entries of ``v``, as ``scipy``'s ``norm``."""
+    s = 0.0
+    for i in range(v.shape[0]):
+        s += v[i] * v[i]
+    return math.sqrt(s) / math.sqrt(v.shape[0])
+
+
+@njit(cache=True)
+def all_finite(v):
+    for i in range(v.shape[0]):
+        if not math.isfinite(v[i]):
+            return False
+    return True
+
+
+@njit(cache=True)
+def error_norm(K, h, y, y_new, rtol, atol, work):
+    """RMS norm of the embedded error estimate ``h sum_s E_s k_s / scale``."""
+    n = y.shape[0]
+    for i in range(n):
+        acc = 0.0
+        for j in range(N_STAGES + 1):
+            acc += K[j, i] * E[j]
+        scale = atol + max(abs(y[i]), abs(y_new[i])) * rtol
+        work[i] = acc * h / scale
+    return rms_norm(work)
+
+
+@functools.lru_cache(maxsize=None)
+def make_solver(rhs):
+    """Build the Dormand--Prince functions for one right-hand side.
+
+    ``rhs`` is a Numba function ``rhs(t, y, out, p)``. Returns a
+    ``Solver`` of Numba functions that call it: ``initial_step``,
+    ``rk_step``, ``solve`` and ``solve_fixed`` (documented below).
+
+    Why a factory: Numba cannot cache a function that receives another
+    Numba function as an argument (its machine code then refers to that
+    function's address in this process), whereas a closure over ``rhs`` is
+    compiled and cached like any other function. One factory call per
+    ``rhs``, memoized.
+    """
+
+    @njit(cache=True)
+    def initial_step(p, t0, y0, f0, t_bound, rtol, atol, work, f1):
+        """First step size by the Hairer--Wanner rule (HNW I, II.4, p. 169).
+
+        ``work`` and ``f1`` are scratch arrays of ``y0``'s shape; ``rhs`` is
+        called once. Returns the absolute step size.
+        """
+        n = y0.shape[0]
+        interval = abs(t_bound - t0)
+        direction = 1.0 if t_bound > t0 else -1.0
+        for i in range(n):
+            work[i] = y0[i] / (atol + abs(y0[i]) * rtol)
+        d0 = rms_norm(work)
+        for i in range(n):
+            work[i] = f0[i] / (atol + abs(y0[i]) * rtol)
+        d1 = rms_norm(work)
+        if d0 < 1e-5 or d1 < 1e-5:
+            h0 = 1e-6
+        else:
+            h0 = 0.01 * d0 / d1
+        h0 = min(h0, interval)
+        for i in range(n):
+            work[i] = y0[i] + h0 * direction * f0[i]
+        rhs(t0 + h0 * direction, work, f1, p)
+        for i in range(n):
+            work[i] = (f1[i] - f0[i]) / (atol + abs(y0[i]) * rtol)
+        d2 = rms_norm(work) / h0
+        if d1 <= 1e-15 and d2 <= 1e-15:
+            h1 = max(1e-6, h0 * 1e-3)
+        else:
+            h1 = (0.01 / max(d1, d2)) ** (1.0 / (ERROR_ESTIMATOR_ORDER + 1))
+        return min(100.0 * h0, h1, interval)
+
+    @njit(cache=True)
+    def rk_step(p, t, y, h, K, y_stage, y_new):
+        """One Dormand--Prince step from ``(t, y)`` with step ``h``.
+
+        On entry ``K[0]`` holds ``f(t, y)``. On exit ``K[1..6]`` hold the
+        stages, ``y_new`` the fifth-order solution and ``K[6] = f(t + h,
+        y_new)`` (FSAL). ``y_stage`` is scratch. Six calls of ``rhs``.
+        """
+        n = y.shape[0]
+        for s in range(1, N_STAGES):
+            for i in range(n):
+                acc = 0.0
+                for j in range(s):
+                    acc += K[j, i] * A[s, j]
+                y_stage[i] = y[i] + acc * h
+            rhs(t + C[s] * h, y_stage, K[s], p)
+        for i in range(n):
+            acc = 0.0
+            for j in range(N_STAGES):
+                acc += K[j, i] * B[j]
+            y_new[i] = y[i] + h * acc
+        rhs(t + h, y_new, K[N_STAGES], p)
+
+    @njit(cache=True)
+    def solve(p, t0, t1, y0, rtol, atol, max_steps, y_out, stats, steps):
+        """Integrate ``dy/dt = rhs(t, y)`` from ``t0`` to ``t1`` adaptively.
+
+        Parameters
+        ----------
+        p : tuple, passed to ``rhs`` unchanged
+        t0, t1 : float, ``t0 != t1``; ``t1 < t0`` integrates backwards
+        y0 : ndarray, shape (n,)
+        rtol, atol : float, positive
+        max_steps : int, most step attempts (accepted + rejected)
+        y_out : ndarray, shape (n,), receives ``y(t1)`` (or the last state)
+        stats : ndarray of int64, shape (3,), receives
+            ``[function evaluations, accepted steps, rejected steps]``
+        steps : ndarray, shape (m,)
+            Receives the signed accepted step sizes, in order, as far as it
+            has room (``m = 0`` records nothing).
+
+        Returns
+        -------
+        status : int, one of ``SUCCESS``, ``MAX_STEPS_EXCEEDED``,
+            ``STEP_TOO_SMALL``, ``NOT_FINITE``
+        t : float, the time reached (``t1`` on success)
+        """
+        n = y0.shape[0]
+        direction = 1.0 if t1 > t0 else -1.0
+        K = np.empty((N_STAGES + 1, n))
+        y = y0.copy()
+        y_new = np.empty(n)
+        y_stage = np.empty(n)
+        work = np.empty(n)
+        stats[NFEV] = 0
+        stats[NACCEPT] = 0
+        stats[NREJECT] = 0
+
+        t = t0
+        rhs(t, y, K[0], p)
+        stats[NFEV] += 1
+        if not all_finite(y) or not all_finite(K[0]):
+            y_out[:] = y
+            return NOT_FINITE, t
+        h_abs = initial_step(p, t, y, K[0], t1, rtol, atol, work, y_stage)
+        stats[NFEV] += 1
+
+        while direction * (t - t1) < 0:
+            min_step = 10.0 * abs(np.nextafter(t, direction * np.inf) - t)
+            if h_abs < min_step:
+                h_abs = min_step
+            step_rejected = False
+            while True:
+                if stats[NACCEPT] + stats[NREJECT] >= max_steps:
+                    y_out[:] = y
+                    return MAX_STEPS_EXCEEDED, t
+                if h_abs < min_step:
+                    y_out[:] = y
+                    return STEP_TOO_SMALL, t
+                t_new = t + h_abs * direction
+                if direction * (t_new - t1) > 0:
+                    t_new = t1
+                h = t_new - t
+                h_abs = abs(h)
+                rk_step(p, t, y, h, K, y_stage, y_new)
+                stats[NFEV] += N_STAGES
+                if not all_finite(y_new) or not all_finite(K[N_STAGES]):
+                    y_out[:] = y
+                    return NOT_FINITE, t
+                err = error_norm(K, h, y, y_new, rtol, atol, work)
+                if err < 1.0:
+                    if err == 0.0:
+                        factor = MAX_FACTOR
+                    else:
+                        factor = min(MAX_FACTOR, SAFETY * err ** ERROR_EXPONENT)
+                    if step_rejected:
+                        factor = min(1.0, factor)
+                    h_abs *= factor
+                    break
+                h_abs *= max(MIN_FACTOR, SAFETY * err ** ERROR_EXPONENT)
+                step_rejected = True
+                stats[NREJECT] += 1
+            if stats[NACCEPT] < steps.shape[0]:
+                steps[stats[NACCEPT]] = h
+            stats[NACCEPT] += 1
+            t = t_new
+            y[:] = y_new
+            K[0, :] = K[N_STAGES]
+        y_out[:] = y
+        return SUCCESS, t
+
+    @njit(cache=True)
+    def solve_fixed(p, t0, t1, y0, n_steps, y_out):
+        """``n_steps`` equal Dormand--Prince steps, no error control.
+
+        Used to measure the order of the method; writes ``y(t1)`` into
+        ``y_out``.
+        """
+        n = y0.shape[0]
+        K = np.empty((N_STAGES + 1, n))
+        y = y0.copy()
+        y_new = np.empty(n)
+        y_stage = np.empty(n)
+        h = (t1 - t0) / n_steps
+        rhs(t0, y, K[0], p)
+        for step in range(n_steps):
+            rk_step(p, t0 + step * h, y, h, K, y_stage, y_new)
+            y[:] = y_new
+            K[0, :] = K[N_STAGES]
+        y_out[:] = y
+
+    return Solver(initial_step, rk_step, solve, solve_fixed)
+
+
+Solver = collections.namedtuple("Solver", "initial_step rk_step solve solve_fixed")
+
+
+def solve_ivp_rk45(rhs, t0, t1, y0, rtol=1e-6, atol=1e-8, max_steps=100_000, p=()):
+    """Solve one initial value problem with the project's RK45.
+
+    A thin Python entry to the same solver the flow uses (``make_solver``),
+    for checking the integrator on problems with known solutions.
+
+    Parameters
+    ----------
+    rhs : Numba function ``rhs(t, y, out, p)``
+    t0, t1 : float
+    y0 : array_like, shape (n,)
+    rtol, atol : float
+    max_steps : int
+    p : tuple, extra arguments for ``rhs``
+
+    Returns
+    -------
+    y : ndarray, shape (n,), the solution at ``t1``
+    info : dict with ``nfev``, ``naccept``, ``nreject`` and ``steps`` (the
+        accepted signed step sizes)
+
+    Raises
+    ------
+    RuntimeError if the solve does not reach ``t1``.
+    """
+    y0 = np.ascontiguousarray(y0, dtype=np.float64)
+    y = np.empty_like(y0)
+    stats = np.zeros(3, dtype=np.int64)
+    steps = np.empty(max_steps)
+    status, t = make_solver(rhs).solve(p, float(t0), float(t1), y0, float(rtol), float(atol),
+                                       int(max_steps), y, stats, steps)
+    if status != SUCCESS:
+        raise RuntimeError(f"solve stopped at t={t!r}: {STATUS_MESSAGES[status]}")
+    info = {"nfev": int(stats[NFEV]), "naccept": int(stats[NACCEPT]),
+            "nreject": int(stats[NREJECT]), "steps": steps[: stats[NACCEPT]].copy()}
+    return y, info
+
+
+def solve_fixed_rk45(rhs, t0, t1, y0, n_steps, p=()):
+    """``n_steps`` equal Dormand--Prince steps from ``t0`` to ``t1``."""
+    y0 = np.ascontiguousarray(y0, dtype=np.float64)
+    y = np.empty_like(y0)
+    make_solver(rhs).solve_fixed(p, float(t0), float(t1), y0, int(n_steps), y)
+    return y
