@@ -34,11 +34,11 @@ def check_mean_free(x, name="x"):
     size = 1.0 + np.abs(x).max(axis=(-2, -1))
     bad = centre > MEAN_FREE_RTOL * size
     if np.any(bad):
-        first = np.argwhere(np.atleast_1d(bad))[0]
+        first = tuple(int(i) for i in np.argwhere(np.atleast_1d(bad))[0])
         raise ValueError(
             f"{name} must be mean-free (densities live on the mean-free subspace): "
-            f"configuration {tuple(first)} has centre of mass of size "
-            f"{np.atleast_1d(centre)[tuple(first)]:.3g}; apply refimpl.remove_mean first")
+            f"configuration {first if bad.ndim else '()'} has centre of mass of size "
+            f"{np.atleast_1d(centre)[first]:.3g}; apply refimpl.remove_mean first")
 
 
 class MeanFreeNormal:

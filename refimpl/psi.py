@@ -111,9 +111,10 @@ def check_psi(psi):
 
 # ---------------------------------------------------------------------------
 # Gaussian radial basis functions in distance and time.
-# theta = [n_r, n_t, gamma, gamma_t, mu (n_r), nu (n_t), W (n_r * n_t, row-major)]
-# ctx   = [sum_l W_kl exp(-gamma_t (t - nu_l)^2)  for k < n_r]
-_RBF_HEADER = 4
+# theta = [n_r, n_t, gamma, gamma_t, spacing, mu (n_r), nu (n_t), W (n_r * n_t, row-major)]
+#   spacing = mu[k+1] - mu[k] if the distance centres are equally spaced, else 0
+# ctx   = [sum_l W_kl b_l  for k < n_r,  b_l = exp(-gamma_t (t - nu_l)^2)  for l < n_t]
+_RBF_HEADER = 5
 
 
 @njit(PREPARE_SIG, cache=True)
@@ -123,25 +124,70 @@ def _rbf_prepare(theta, t, ctx):
     gamma_t = theta[3]
     nu = theta[_RBF_HEADER + n_r: _RBF_HEADER + n_r + n_t]
     w0 = _RBF_HEADER + n_r + n_t
-    for k in range(n_r):
-        ctx[k] = 0.0
+    time_rbf = ctx[n_r: n_r + n_t]
     for l in range(n_t):
-        b = math.exp(-gamma_t * (t - nu[l]) ** 2)
-        for k in range(n_r):
-            ctx[k] += theta[w0 + k * n_t + l] * b
+        time_rbf[l] = math.exp(-gamma_t * (t - nu[l]) ** 2)
+    for k in range(n_r):
+        acc = 0.0
+        for l in range(n_t):
+            acc += theta[w0 + k * n_t + l] * time_rbf[l]
+        ctx[k] = acc
 
 
 @njit(PAIR_SIG, cache=True)
 def _rbf_pair(theta, ctx, r):
+    """``sum_k ctx_k e_k`` and its r-derivative, ``e_k = exp(-gamma (r - mu_k)^2)``.
+
+    For equally spaced centres (``spacing > 0``) the Gaussians follow from the
+    nearest one by exact ratios instead of one ``exp`` each: with
+    ``d_k = r - mu_k``, ``e_{k+1} = e_k q_k`` where
+    ``q_k = exp(gamma spacing (2 d_k - spacing))`` and ``q_{k+1} = q_k rho``,
+    ``rho = exp(-2 gamma spacing^2)`` (and mirrored downwards). Moving away
+    from the nearest centre every ratio is at most 1, so nothing overflows, and
+    the walk stops once a Gaussian underflows to 0 (all further ones would
+    too). Three ``exp`` per pair instead of ``n_r``; the result agrees with the
+    direct sum to about 1e-13 relative (rounding of the products).
+    """
     n_r = int(theta[0])
     gamma = theta[2]
-    value = 0.0
-    slope = 0.0
-    for k in range(n_r):
-        d = r - theta[_RBF_HEADER + k]
-        e = ctx[k] * math.exp(-gamma * d * d)
-        value += e
-        slope += -2.0 * gamma * d * e
+    spacing = theta[4]
+    mu = theta[_RBF_HEADER: _RBF_HEADER + n_r]
+    if spacing <= 0.0:
+        value = 0.0
+        slope = 0.0
+        for k in range(n_r):
+            d = r - mu[k]
+            w = ctx[k] * math.exp(-gamma * d * d)
+            value += w
+            slope += -2.0 * gamma * d * w
+        return value, slope
+    k0 = int(round((r - mu[0]) / spacing))
+    k0 = min(max(k0, 0), n_r - 1)
+    d0 = r - mu[k0]
+    e0 = math.exp(-gamma * d0 * d0)
+    value = ctx[k0] * e0
+    slope = -2.0 * gamma * d0 * value
+    rho = math.exp(-2.0 * gamma * spacing * spacing)
+    e = e0
+    q = math.exp(gamma * spacing * (2.0 * d0 - spacing))
+    for k in range(k0 + 1, n_r):
+        e *= q
+        q *= rho
+        if e == 0.0:
+            break
+        w = ctx[k] * e
+        value += w
+        slope += -2.0 * gamma * (r - mu[k]) * w
+    e = e0
+    q = math.exp(-gamma * spacing * (2.0 * d0 + spacing))
+    for k in range(k0 - 1, -1, -1):
+        e *= q
+        q *= rho
+        if e == 0.0:
+            break
+        w = ctx[k] * e
+        value += w
+        slope += -2.0 * gamma * (r - mu[k]) * w
     return value, slope
 
 
@@ -193,9 +239,9 @@ class RBFKernel(Psi):
         gamma_t = as_positive_float(gamma_t, "gamma_t")
         shape = (mu.size, nu.size)
         weights = np.zeros(shape) if weights is None else as_float_array(weights, "weights", shape)
-        super().__init__(np.concatenate([[mu.size, nu.size, gamma, gamma_t], mu, nu,
-                                         weights.ravel()]))
-        self.ctx_size = mu.size
+        super().__init__(np.concatenate([[mu.size, nu.size, gamma, gamma_t, _uniform_spacing(mu)],
+                                         mu, nu, weights.ravel()]))
+        self.ctx_size = mu.size + nu.size
 
     @property
     def shape(self):
@@ -227,6 +273,17 @@ class RBFKernel(Psi):
     def __repr__(self):
         n_r, n_t = self.shape
         return f"RBFKernel({n_r} x {n_t} centres, gamma={self.gamma:.4g}, gamma_t={self.gamma_t:.4g})"
+
+
+def _uniform_spacing(mu):
+    """``mu[1] - mu[0]`` if ``mu`` is increasing and equally spaced to rounding, else 0."""
+    if mu.size < 2:
+        return 0.0
+    step = (mu[-1] - mu[0]) / (mu.size - 1)
+    ideal = mu[0] + step * np.arange(mu.size)
+    if step > 0 and np.max(np.abs(mu - ideal)) <= 8 * np.finfo(float).eps * np.max(np.abs(mu)):
+        return float(step)
+    return 0.0
 
 
 def _spacing(centres):

@@ -1,0 +1,67 @@
+"""The ``refimpl`` command.
+
+``refimpl demo`` samples a small equivariant flow and prints exact
+log-densities with the solver's statistics (the main job until the paper's
+experiments land).
+"""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+
+def _demo(args):
+    from . import EquivariantFlow, RBFKernel
+
+    rng = np.random.default_rng(args.seed)
+    k, d = args.particles, args.dim
+    print(f"refimpl demo: K = {k} particles in D = {d}, seed {args.seed}")
+    print("compiling/loading Numba kernels (first run compiles, ~10-20 s) ...", flush=True)
+    start = time.perf_counter()
+    psi = RBFKernel(0.02 * rng.standard_normal((50, 10)))
+    flow = EquivariantFlow(psi, rtol=args.rtol, atol=args.atol, n_particles=k, dim=d)
+    x, log_q = flow.sample(args.n, rng)
+    stats = flow.last_stats
+    print(f"ready after {time.perf_counter() - start:.1f} s\n")
+    print(f"psi: {psi!r}\nflow: {flow!r}\n")
+    print(f"{'sample':>6} {'log q_X(x)':>14} {'log_prob(x)':>14} {'|diff|':>9} {'nfev':>5} "
+          f"{'acc':>4} {'rej':>4}")
+    log_prob = flow.log_prob(x)
+    for i in range(args.n):
+        print(f"{i:>6} {log_q[i]:>14.8f} {log_prob[i]:>14.8f} {abs(log_q[i] - log_prob[i]):>9.2e} "
+              f"{stats.nfev[i]:>5} {stats.naccept[i]:>4} {stats.nreject[i]:>4}")
+    print(f"\nlog q_X(x) comes from the forward solve (prior density plus the integrated"
+          f"\ndivergence); log_prob(x) solves backwards from x. Both are exact up to the solver"
+          f"\ntolerance (rtol={args.rtol:g}, atol={args.atol:g}); tighten it to shrink |diff|.")
+    n_big = 5_000
+    start = time.perf_counter()
+    flow.sample(n_big, rng)
+    elapsed = time.perf_counter() - start
+    print(f"throughput: {n_big} exact-likelihood samples in {elapsed:.2f} s "
+          f"({n_big / elapsed:,.0f} samples/s)")
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="refimpl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="sample a small equivariant flow with exact log-densities")
+    demo.add_argument("--particles", type=int, default=4, help="K (default 4)")
+    demo.add_argument("--dim", type=int, default=2, help="D (default 2)")
+    demo.add_argument("-n", type=int, default=5, help="samples to print (default 5)")
+    demo.add_argument("--rtol", type=float, default=1e-5)
+    demo.add_argument("--atol", type=float, default=1e-5)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(run=_demo)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, TypeError) as exc:
+        print(f"refimpl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""psi families against direct NumPy formulas, and the psi protocol itself."""
+
+import math
+
+import numpy as np
+import pytest
+from numba import njit
+
+import refimpl
+from refimpl.psi import PAIR_SIG, PREPARE_SIG, Psi, check_psi
+
+from twins import mlp_psi, rbf_psi
+
+# The RBF kernel sums Gaussians by exact ratios from the nearest centre; its
+# rounding differs from the direct sum by ~50 ulp of the sum of |terms|.
+RECURRENCE_RTOL = 1e-12
+# The MLP is evaluated term by term in the same order as the twin: rounding only.
+MLP_RTOL = 1e-13
+
+
+def _scaled_error(got, want, scale):
+    return np.max(np.abs(got - want) / scale)
+
+
+@pytest.mark.parametrize("t", [0.0, 0.37, 1.0, 1.4])
+@pytest.mark.parametrize("n_distance,n_time,r_max", [(50, 10, 8.0), (7, 3, 3.0), (2, 1, 1.0)])
+def test_rbf_values_match_direct_double_sum(t, n_distance, n_time, r_max):
+    rng = np.random.default_rng(n_distance)
+    psi = refimpl.RBFKernel(rng.standard_normal((n_distance, n_time)), n_distance=n_distance,
+                            n_time=n_time, r_max=r_max)
+    assert psi.theta[4] > 0, "linspace centres must take the equal-spacing path"
+    r = np.concatenate([np.linspace(0.0, 2 * r_max, 4001), [1e-12, 0.5 * psi.mu[1]]])
+    value, slope = psi.values(r, t)
+    want_value, want_slope = rbf_psi(psi, r, t)
+    # scale: the sum of |terms|, the natural size of the rounding of a sum
+    d = r[:, None] - psi.mu
+    e = np.exp(-psi.gamma * d ** 2)
+    c = np.abs(psi.weights @ np.exp(-psi.gamma_t * (t - psi.nu) ** 2))
+    assert _scaled_error(value, want_value, e @ c + 1e-300) < RECURRENCE_RTOL
+    assert _scaled_error(slope, want_slope, (np.abs(2 * psi.gamma * d) * e) @ c + 1e-300) \
+        < RECURRENCE_RTOL
+
+
+def test_rbf_unequal_centres_use_the_direct_sum():
+    rng = np.random.default_rng(3)
+    mu = np.sort(rng.uniform(0, 6, 12))
+    psi = refimpl.RBFKernel(rng.standard_normal((12, 4)), mu=mu, n_time=4, gamma=3.0)
+    assert psi.theta[4] == 0.0
+    r = np.linspace(0, 9, 301)
+    value, slope = psi.values(r, 0.3)
+    want_value, want_slope = rbf_psi(psi, r, 0.3)
+    np.testing.assert_allclose(value, want_value, rtol=MLP_RTOL, atol=1e-14)
+    np.testing.assert_allclose(slope, want_slope, rtol=MLP_RTOL, atol=1e-13)
+
+
+def test_rbf_defaults_and_views():
+    psi = refimpl.RBFKernel()
+    assert psi.shape == (50, 10)
+    np.testing.assert_array_equal(psi.mu, np.linspace(0, 8, 50))
+    np.testing.assert_array_equal(psi.nu, np.linspace(0, 1, 10))
+    assert np.all(psi.weights == 0), "default weights give the identity flow"
+    psi.weights[3, 2] = 1.5  # a view into theta
+    assert psi.values(np.array([psi.mu[3]]), psi.nu[2])[0][0] == pytest.approx(1.5, rel=1e-6)
+
+
+def test_mlp_values_match_numpy():
+    rng = np.random.default_rng(5)
+    mlp = refimpl.TanhMLP(8, rng=1, v=rng.standard_normal(8), v0=0.3)
+    r = np.linspace(0, 10, 1001)
+    for t in (0.0, 0.5, 1.0):
+        value, slope = mlp.values(r, t)
+        want_value, want_slope = mlp_psi(mlp, r, t)
+        np.testing.assert_allclose(value, want_value, rtol=MLP_RTOL, atol=1e-14)
+        np.testing.assert_allclose(slope, want_slope, rtol=MLP_RTOL, atol=1e-14)
+
+
+def test_mlp_slope_matches_central_difference():
+    mlp = refimpl.TanhMLP(6, rng=2, v=np.linspace(-1, 1, 6))
+    r = np.linspace(0.1, 5, 50)
+    h = 1e-6
+    numeric = (mlp(r + h, 0.4) - mlp(r - h, 0.4)) / (2 * h)
+    np.testing.assert_allclose(mlp.values(r, 0.4)[1], numeric, rtol=1e-7, atol=1e-8)
+
+
+# A user's own family, written against the protocol only: psi = a exp(-r^2) (1 + b t).
+@njit(PREPARE_SIG, cache=True)
+def _user_prepare(theta, t, ctx):
+    ctx[0] = theta[0] * (1.0 + theta[1] * t)
+
+
+@njit(PAIR_SIG, cache=True)
+def _user_pair(theta, ctx, r):
+    e = ctx[0] * math.exp(-r * r)
+    return e, -2.0 * r * e
+
+
+class GaussianPsi(Psi):
+    prepare = staticmethod(_user_prepare)
+    pair = staticmethod(_user_pair)
+    ctx_size = 1
+
+
+def test_user_family_plugs_into_the_kernels_unchanged():
+    psi = GaussianPsi(np.array([0.7, -0.5]))
+    x = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    t = 0.6
+    scale = 0.7 * (1 - 0.5 * t)
+    psi_fn = lambda r, tt: (scale * np.exp(-r ** 2), -2 * r * scale * np.exp(-r ** 2))  # noqa: E731
+    from twins import divergence, field
+    np.testing.assert_allclose(refimpl.vector_field(x, t, psi), field(x, t, psi_fn), rtol=1e-14)
+    assert refimpl.divergence(x, t, psi) == pytest.approx(divergence(x, t, psi_fn), rel=1e-14)
+    flow = refimpl.EquivariantFlow(psi, rtol=1e-9, atol=1e-9)
+    x1, logdet = flow.forward(x[None])
+    z, logdet_inv = flow.inverse(x1)
+    np.testing.assert_allclose(z[0], x, atol=1e-7)
+
+
+def test_protocol_violations_are_reported():
+    class NoPair:
+        theta = np.zeros(1)
+        ctx_size = 0
+        prepare = staticmethod(_user_prepare)
+    with pytest.raises(TypeError, match="pair"):
+        check_psi(NoPair())
+
+    class PlainPython(GaussianPsi):
+        pair = staticmethod(lambda theta, ctx, r: (0.0, 0.0))
+    with pytest.raises(TypeError, match="PAIR_SIG"):
+        check_psi(PlainPython(np.zeros(2)))
+    with pytest.raises(TypeError, match="PAIR_SIG"):
+        refimpl.vector_field(np.zeros((2, 2)), 0.0, PlainPython(np.zeros(2)))
+
+    psi = GaussianPsi(np.zeros(2))
+    psi.theta[0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        refimpl.divergence(np.ones((3, 2)), 0.0, psi)
+
+
+@pytest.mark.parametrize("kwargs,error", [
+    ({"weights": np.zeros((3, 3))}, ValueError),
+    ({"weights": np.full((50, 10), np.nan)}, ValueError),
+    ({"gamma": -1.0}, ValueError),
+    ({"gamma_t": 0.0}, ValueError),
+    ({"n_distance": 1}, ValueError),
+    ({"n_time": 2.5}, TypeError),
+    ({"r_max": np.inf}, ValueError),
+])
+def test_rbf_rejects_bad_parameters(kwargs, error):
+    with pytest.raises(error):
+        refimpl.RBFKernel(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs,error", [
+    ({"hidden": 0}, ValueError),
+    ({"hidden": 4, "v": np.zeros(3)}, ValueError),
+    ({"hidden": 4, "a": [np.inf, 0, 0, 0]}, ValueError),
+    ({"hidden": 4, "rng": "seed"}, TypeError),
+])
+def test_mlp_rejects_bad_parameters(kwargs, error):
+    with pytest.raises(error):
+        refimpl.TanhMLP(**kwargs)
+
+
+def test_copy_with_keeps_layout_and_checks_shape():
+    psi = refimpl.RBFKernel(n_distance=5, n_time=2)
+    theta = psi.theta.copy()
+    theta[-1] = 2.0
+    other = psi.copy_with(theta)
+    assert other.weights[-1, -1] == 2.0 and psi.weights[-1, -1] == 0.0
+    with pytest.raises(ValueError):
+        psi.copy_with(theta[:-1])
