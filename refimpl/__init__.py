@@ -7,7 +7,9 @@ fixed, is in the README; the public names are listed in ``__all__``.
 
 from .flow import EquivariantFlow, SolverError, SolverStats, divergence, vector_field
 from .prior import MeanFreeNormal, remove_mean
-from .psi import PAIR_SIG, PREPARE_SIG, Psi, RBFKernel, TanhMLP
+from .mlp import TanhMLP
+from .psi import PAIR_SIG, PREPARE_SIG, Psi
+from .rbf import RBFKernel
 
 __all__ = [
     "EquivariantFlow", "SolverError", "SolverStats", "divergence", "vector_field",

@@ -84,18 +84,18 @@ def field_and_divergence_batch(X, t, theta, ctx_size, prepare, pair, K, D, G, di
                  _mat, _imat, _ivec, _vec, _mat),
       cache=True, parallel=True)
 def solve_flow_batch(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, prepare, pair, K, D,
-                     Y, stats, status, t_end, steps):
+                     Y, stats, status, t_end, times):
     """Integrate the augmented ODE for every row of ``Y0``, each on its own steps.
 
     ``Y[b]`` receives the state at ``t1``, ``stats[b]`` the counts
     ``[nfev, naccept, nreject]``, ``status[b]`` an ``ode`` status code,
-    ``t_end[b]`` the time reached and ``steps[b]`` the accepted step sizes
-    (as many as ``steps.shape[1]`` allows).
+    ``t_end[b]`` the time reached and ``times[b]`` the times reached by the
+    accepted steps (as many as ``times.shape[1]`` allows).
     """
     for b in prange(Y0.shape[0]):
         ctx = np.empty(max(ctx_size, 1))
         p = (theta, ctx, prepare, pair, K, D)
         code, t_reached = _solve_augmented(p, t0, t1, Y0[b], rtol, atol, max_steps,
-                                          Y[b], stats[b], steps[b])
+                                          Y[b], stats[b], times[b])
         status[b] = code
         t_end[b] = t_reached

@@ -122,21 +122,35 @@ class EquivariantFlow:
         self.dim = None if dim is None else as_positive_int(dim, "dim")
         self.last_stats = None
 
-    def _integrate(self, x, name, t_start, t_end, n_steps_recorded=0):
+    def _integrate(self, x, name, t_start, t_end):
         check_psi(self.psi)
         x = as_configurations(x, name, self.n_particles, self.dim)
         flat, batch_shape, k, d = _flatten(x)
-        n_batch, n = flat.shape[0], k * d
-        y0 = np.zeros((n_batch, n + 1))
+        n = k * d
+        y0 = np.zeros((flat.shape[0], n + 1))
         y0[:, :n] = flat
+        y, _, _ = self.solve_augmented(y0, t_start, t_end, self.psi.theta, k, d, batch_shape)
+        return y[:, :n].reshape(x.shape), -y[:, n].reshape(batch_shape)
+
+    def solve_augmented(self, y0, t_start, t_end, theta, k, d, batch_shape, record=0):
+        """Solve the augmented ODE for the rows of ``y0 (B, K D + 1)``.
+
+        The engine under ``forward``/``inverse`` and the gradient primitive
+        (``refimpl.grad``): ``theta`` replaces ``psi.theta``, ``record`` is the
+        number of accepted step times kept per sample. Returns the final
+        states ``(B, K D + 1)``, the times ``(B, record)`` and the counts
+        ``(B, 3)``; sets ``last_stats``; raises ``SolverError`` for the first
+        sample (in ``batch_shape`` order) that did not reach ``t_end``.
+        """
+        n_batch = y0.shape[0]
         y = np.empty_like(y0)
         stats = np.zeros((n_batch, 3), dtype=np.int64)
         status = np.zeros(n_batch, dtype=np.int64)
         t_reached = np.empty(n_batch)
-        steps = np.empty((n_batch, n_steps_recorded))
-        solve_flow_batch(y0, t_start, t_end, self.rtol, self.atol, self.max_steps,
-                         self.psi.theta, int(self.psi.ctx_size), self.psi.prepare, self.psi.pair,
-                         k, d, y, stats, status, t_reached, steps)
+        times = np.empty((n_batch, record))
+        solve_flow_batch(y0, t_start, t_end, self.rtol, self.atol, self.max_steps, theta,
+                         int(self.psi.ctx_size), self.psi.prepare, self.psi.pair, k, d, y, stats,
+                         status, t_reached, times)
         self.last_stats = SolverStats(*(stats[:, c].reshape(batch_shape) for c in range(3)))
         failed = np.flatnonzero(status != ode.SUCCESS)
         if failed.size:
@@ -148,9 +162,7 @@ class EquivariantFlow:
                       f" max_steps={self.max_steps}){more}")
             raise SolverError(tuple(int(i) for i in index), int(status[b]), float(t_reached[b]),
                               detail)
-        out = y[:, :n].reshape(x.shape)
-        logdet = -y[:, n].reshape(batch_shape)
-        return out, logdet
+        return y, times, stats
 
     def forward(self, z):
         """Push ``z (..., K, D)`` from ``t0`` to ``t1``.

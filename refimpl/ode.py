@@ -128,12 +128,14 @@ def make_solver(rhs):
         return min(100.0 * h0, h1, interval)
 
     @njit(cache=True)
-    def rk_step(p, t, y, h, K, y_stage, y_new):
+    def rk_step(p, t, y, h, K, Y, y_new):
         """One Dormand--Prince step from ``(t, y)`` with step ``h``.
 
-        On entry ``K[0]`` holds ``f(t, y)``. On exit ``K[1..6]`` hold the
-        stages, ``y_new`` the fifth-order solution and ``K[6] = f(t + h,
-        y_new)`` (FSAL). ``y_stage`` is scratch. Six calls of ``rhs``.
+        On entry ``K[0]`` holds ``f(t, y)``. On exit ``Y[s]`` (s = 1..5) hold
+        the stage states ``y + h sum_j A[s, j] K[j]``, ``K[1..6]`` the stages,
+        ``y_new`` the fifth-order solution and ``K[6] = f(t + h, y_new)``
+        (FSAL). ``Y`` has shape (6, n); ``Y[0]`` is not touched. Six calls of
+        ``rhs``.
         """
         n = y.shape[0]
         for s in range(1, N_STAGES):
@@ -141,8 +143,8 @@ def make_solver(rhs):
                 acc = 0.0
                 for j in range(s):
                     acc += K[j, i] * A[s, j]
-                y_stage[i] = y[i] + acc * h
-            rhs(t + C[s] * h, y_stage, K[s], p)
+                Y[s, i] = y[i] + acc * h
+            rhs(t + C[s] * h, Y[s], K[s], p)
         for i in range(n):
             acc = 0.0
             for j in range(N_STAGES):
@@ -151,7 +153,7 @@ def make_solver(rhs):
         rhs(t + h, y_new, K[N_STAGES], p)
 
     @njit(cache=True)
-    def solve(p, t0, t1, y0, rtol, atol, max_steps, y_out, stats, steps):
+    def solve(p, t0, t1, y0, rtol, atol, max_steps, y_out, stats, times):
         """Integrate ``dy/dt = rhs(t, y)`` from ``t0`` to ``t1`` adaptively.
 
         Parameters
@@ -164,9 +166,11 @@ def make_solver(rhs):
         y_out : ndarray, shape (n,), receives ``y(t1)`` (or the last state)
         stats : ndarray of int64, shape (3,), receives
             ``[function evaluations, accepted steps, rejected steps]``
-        steps : ndarray, shape (m,)
-            Receives the signed accepted step sizes, in order, as far as it
-            has room (``m = 0`` records nothing).
+        times : ndarray, shape (m,)
+            Receives the times reached by the accepted steps, in order, as
+            far as it has room (``m = 0`` records nothing). With ``t0`` they
+            define the step sequence exactly: step ``n`` goes from
+            ``times[n-1]`` to ``times[n]`` with ``h = times[n] - times[n-1]``.
 
         Returns
         -------
@@ -177,9 +181,9 @@ def make_solver(rhs):
         n = y0.shape[0]
         direction = 1.0 if t1 > t0 else -1.0
         K = np.empty((N_STAGES + 1, n))
+        Y = np.empty((N_STAGES, n))
         y = y0.copy()
         y_new = np.empty(n)
-        y_stage = np.empty(n)
         work = np.empty(n)
         stats[NFEV] = 0
         stats[NACCEPT] = 0
@@ -191,7 +195,7 @@ def make_solver(rhs):
         if not all_finite(y) or not all_finite(K[0]):
             y_out[:] = y
             return NOT_FINITE, t
-        h_abs = initial_step(p, t, y, K[0], t1, rtol, atol, work, y_stage)
+        h_abs = initial_step(p, t, y, K[0], t1, rtol, atol, work, y_new)
         stats[NFEV] += 1
 
         while direction * (t - t1) < 0:
@@ -211,7 +215,7 @@ def make_solver(rhs):
                     t_new = t1
                 h = t_new - t
                 h_abs = abs(h)
-                rk_step(p, t, y, h, K, y_stage, y_new)
+                rk_step(p, t, y, h, K, Y, y_new)
                 stats[NFEV] += N_STAGES
                 if not all_finite(y_new) or not all_finite(K[N_STAGES]):
                     y_out[:] = y
@@ -229,8 +233,8 @@ def make_solver(rhs):
                 h_abs *= max(MIN_FACTOR, SAFETY * err ** ERROR_EXPONENT)
                 step_rejected = True
                 stats[NREJECT] += 1
-            if stats[NACCEPT] < steps.shape[0]:
-                steps[stats[NACCEPT]] = h
+            if stats[NACCEPT] < times.shape[0]:
+                times[stats[NACCEPT]] = t_new
             stats[NACCEPT] += 1
             t = t_new
             y[:] = y_new
@@ -247,13 +251,13 @@ def make_solver(rhs):
         """
         n = y0.shape[0]
         K = np.empty((N_STAGES + 1, n))
+        Y = np.empty((N_STAGES, n))
         y = y0.copy()
         y_new = np.empty(n)
-        y_stage = np.empty(n)
         h = (t1 - t0) / n_steps
         rhs(t0, y, K[0], p)
         for step in range(n_steps):
-            rk_step(p, t0 + step * h, y, h, K, y_stage, y_new)
+            rk_step(p, t0 + step * h, y, h, K, Y, y_new)
             y[:] = y_new
             K[0, :] = K[N_STAGES]
         y_out[:] = y
@@ -282,8 +286,8 @@ def solve_ivp_rk45(rhs, t0, t1, y0, rtol=1e-6, atol=1e-8, max_steps=100_000, p=(
     Returns
     -------
     y : ndarray, shape (n,), the solution at ``t1``
-    info : dict with ``nfev``, ``naccept``, ``nreject`` and ``steps`` (the
-        accepted signed step sizes)
+    info : dict with ``nfev``, ``naccept``, ``nreject`` and ``times`` (the
+        times reached by the accepted steps)
 
     Raises
     ------
@@ -292,13 +296,13 @@ def solve_ivp_rk45(rhs, t0, t1, y0, rtol=1e-6, atol=1e-8, max_steps=100_000, p=(
     y0 = np.ascontiguousarray(y0, dtype=np.float64)
     y = np.empty_like(y0)
     stats = np.zeros(3, dtype=np.int64)
-    steps = np.empty(max_steps)
+    times = np.empty(max_steps)
     status, t = make_solver(rhs).solve(p, float(t0), float(t1), y0, float(rtol), float(atol),
-                                       int(max_steps), y, stats, steps)
+                                       int(max_steps), y, stats, times)
     if status != SUCCESS:
         raise RuntimeError(f"solve stopped at t={t!r}: {STATUS_MESSAGES[status]}")
     info = {"nfev": int(stats[NFEV]), "naccept": int(stats[NACCEPT]),
-            "nreject": int(stats[NREJECT]), "steps": steps[: stats[NACCEPT]].copy()}
+            "nreject": int(stats[NREJECT]), "times": times[: stats[NACCEPT]].copy()}
     return y, info
 
 

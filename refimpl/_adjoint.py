@@ -1,0 +1,178 @@
+"""Numba kernels for parameter gradients: the discrete adjoint of the solve.
+
+The map differentiated is the one the forward solve computed: the accepted
+steps (recorded as the times they reached) are held fixed, and every step is
+the Dormand--Prince update
+
+.. math::
+    Y_s = y_n + h \\sum_{j<s} A_{sj} k_j, \\quad k_s = f(\\tau_s, Y_s), \\quad
+    y_{n+1} = y_n + h \\sum_s B_s k_s ,
+
+with ``f`` the augmented right-hand side ``[g, -div g]``. Its reverse mode,
+for a cotangent ``ybar`` of ``y_{n+1}``: ``kbar_s = h B_s ybar``, then for
+``s = 5, ..., 0``: ``Ybar_s = (df/dY)^T kbar_s`` (and ``(df/dtheta)^T kbar_s``
+into the parameter cotangent), ``kbar_j += h A_sj Ybar_s`` for ``j < s``,
+and ``ybar_n = ybar + sum_s Ybar_s``. The first stage of a step is the
+previous step's last evaluation (FSAL), taken at the same time ``tau`` the
+forward solve used, so the replayed map is bitwise the forward one.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange, types
+
+from . import ode
+from ._kernels import augmented_rhs
+from .psi import PAIR2_TYPE, PAIR_TYPE, PAIR_VJP_TYPE, PREPARE_TYPE, PREPARE_VJP_TYPE
+from .tableau import A, B, C, N_STAGES
+
+_rk_step = ode.make_solver(augmented_rhs).rk_step
+
+
+@njit(cache=True)
+def augmented_rhs_vjp(t, y, kbar, theta, ctx, ctx_bar, prepare, pair2, pair_vjp, prepare_vjp,
+                      K, D, ybar, theta_bar):
+    """Pull the cotangent ``kbar`` of ``f(t, y) = [g(x, t), -div g(x, t)]`` back.
+
+    Adds ``(df/dy)^T kbar`` into ``ybar`` and ``(df/dtheta)^T kbar`` into
+    ``theta_bar``. Per pair ``u = x_i - x_j``, ``r = |u|``, with
+    ``s = (kbar_i - kbar_j) . u`` and ``lbar = kbar[K D]``:
+
+    * ``ubar = psi (kbar_i - kbar_j) + [s psi' - 2 lbar (psi'' r + (1 + D) psi')] u / r``,
+      added to ``x_i`` and subtracted from ``x_j``;
+    * ``psi`` receives ``s - 2 D lbar`` and ``psi'`` receives ``-2 r lbar``.
+
+    At ``r = 0`` the radial term is taken as 0: the field is differentiable
+    there (its Jacobian is ``psi(0) I``), while the divergence has a kink
+    whenever ``psi'(0) != 0``; 0 is the average of its one-sided derivatives.
+    """
+    prepare(theta, t, ctx)
+    for m in range(ctx_bar.shape[0]):
+        ctx_bar[m] = 0.0
+    lbar = kbar[K * D]
+    for i in range(K):
+        for j in range(i + 1, K):
+            r2 = 0.0
+            s = 0.0
+            for d in range(D):
+                diff = y[i * D + d] - y[j * D + d]
+                r2 += diff * diff
+                s += (kbar[i * D + d] - kbar[j * D + d]) * diff
+            r = math.sqrt(r2)
+            value, slope, curvature = pair2(theta, ctx, r)
+            radial = 0.0
+            if r > 0.0:
+                radial = (s * slope - 2.0 * lbar * (curvature * r + (1.0 + D) * slope)) / r
+            for d in range(D):
+                diff = y[i * D + d] - y[j * D + d]
+                ubar = value * (kbar[i * D + d] - kbar[j * D + d]) + radial * diff
+                ybar[i * D + d] += ubar
+                ybar[j * D + d] -= ubar
+            pair_vjp(theta, ctx, r, s - 2.0 * D * lbar, -2.0 * r * lbar, ctx_bar, theta_bar)
+    prepare_vjp(theta, t, ctx, ctx_bar, theta_bar)
+
+
+@njit(cache=True)
+def replay_one(y0, t0, times, n_steps, p, Ys, Ks, taus, hs, y_end):
+    """Redo the ``n_steps`` accepted steps of a solve from ``y0`` at ``t0``.
+
+    Step ``m`` goes from ``times[m-1]`` (``t0`` for ``m = 0``) to
+    ``times[m]``, with the arithmetic of the forward solve, so the result is
+    bitwise the same. Stores stage states ``Ys[m, s]`` (``Ys[m, 0] = y_m``),
+    stage derivatives ``Ks[m]``, stage times ``taus[m]`` and steps ``hs[m]``;
+    writes the final state into ``y_end``.
+    """
+    n = y0.shape[0]
+    y_end[:] = y0
+    t = t0
+    tau = t0
+    k_first = np.empty(n)
+    augmented_rhs(tau, y_end, k_first, p)
+    for m in range(n_steps):
+        h = times[m] - t
+        hs[m] = h
+        Ks[m, 0] = k_first
+        Ys[m, 0] = y_end
+        _rk_step(p, t, Ys[m, 0], h, Ks[m], Ys[m], y_end)
+        taus[m, 0] = tau
+        for s in range(1, N_STAGES):
+            taus[m, s] = t + C[s] * h
+        k_first[:] = Ks[m, N_STAGES]
+        tau = t + h
+        t = times[m]
+
+
+@njit(cache=True)
+def adjoint_one(y0, t0, times, n_steps, ybar_end, theta, ctx, ctx_bar, prepare, pair, pair2,
+                pair_vjp, prepare_vjp, K, D, ybar0, theta_bar):
+    """Reverse mode of the frozen-step solve of one sample.
+
+    Replays the accepted steps (``replay_one``), then sweeps backwards from
+    the cotangent ``ybar_end`` of the final state. Writes the cotangent of
+    ``y0`` into ``ybar0`` and adds the parameter cotangent into ``theta_bar``.
+    """
+    n = y0.shape[0]
+    Ys = np.empty((n_steps, N_STAGES, n))
+    Ks = np.empty((n_steps, N_STAGES + 1, n))
+    taus = np.empty((n_steps, N_STAGES))
+    hs = np.empty(n_steps)
+    replay_one(y0, t0, times, n_steps, (theta, ctx, prepare, pair, K, D), Ys, Ks, taus, hs,
+               np.empty(n))
+
+    ybar = ybar_end.copy()
+    kbar = np.empty((N_STAGES, n))
+    stage_bar = np.empty(n)
+    for m in range(n_steps - 1, -1, -1):
+        h = hs[m]
+        for s in range(N_STAGES):
+            for i in range(n):
+                kbar[s, i] = h * B[s] * ybar[i]
+        for s in range(N_STAGES - 1, -1, -1):
+            stage_bar[:] = 0.0
+            augmented_rhs_vjp(taus[m, s], Ys[m, s], kbar[s], theta, ctx, ctx_bar, prepare, pair2,
+                              pair_vjp, prepare_vjp, K, D, stage_bar, theta_bar)
+            for i in range(n):
+                ybar[i] += stage_bar[i]
+            for j in range(s):
+                for i in range(n):
+                    kbar[j, i] += h * A[s, j] * stage_bar[i]
+    ybar0[:] = ybar
+
+
+_f8 = types.float64
+_i8 = types.int64
+_vec = types.float64[::1]
+_mat = types.float64[:, ::1]
+_ivec = types.int64[::1]
+
+
+@njit(types.void(_mat, _f8, _mat, _ivec, _mat, _vec, _i8, PREPARE_TYPE, PAIR_TYPE, PAIR2_TYPE,
+                 PAIR_VJP_TYPE, PREPARE_VJP_TYPE, _i8, _i8, _mat, _mat),
+      cache=True, parallel=True)
+def adjoint_batch(Y0, t0, times, n_steps, Ybar, theta, ctx_size, prepare, pair, pair2, pair_vjp,
+                  prepare_vjp, K, D, Y0bar, theta_bar):
+    """``adjoint_one`` for every row; ``theta_bar[b]`` holds sample ``b``'s share.
+
+    The per-sample parameter cotangents are summed by the caller in a fixed
+    order, so the total does not depend on the number of threads.
+    """
+    for b in prange(Y0.shape[0]):
+        ctx = np.empty(max(ctx_size, 1))
+        ctx_bar = np.empty(max(ctx_size, 1))
+        theta_bar[b, :] = 0.0
+        adjoint_one(Y0[b], t0, times[b], n_steps[b], Ybar[b], theta, ctx, ctx_bar, prepare, pair,
+                    pair2, pair_vjp, prepare_vjp, K, D, Y0bar[b], theta_bar[b])
+
+
+@njit(types.void(_mat, _f8, _mat, _ivec, _vec, _i8, PREPARE_TYPE, PAIR_TYPE, _i8, _i8, _mat),
+      cache=True, parallel=True)
+def replay_batch(Y0, t0, times, n_steps, theta, ctx_size, prepare, pair, K, D, Y):
+    """The frozen-step map: ``replay_one`` for every row, final states into ``Y``."""
+    for b in prange(Y0.shape[0]):
+        n = Y0.shape[1]
+        m = n_steps[b]
+        ctx = np.empty(max(ctx_size, 1))
+        replay_one(Y0[b], t0, times[b], m, (theta, ctx, prepare, pair, K, D),
+                   np.empty((m, N_STAGES, n)), np.empty((m, N_STAGES + 1, n)),
+                   np.empty((m, N_STAGES)), np.empty(m), Y[b])

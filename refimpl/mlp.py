@@ -1,0 +1,134 @@
+"""A one-hidden-layer tanh network in ``(r, t)``: a second psi family.
+
+``theta = [H, v0, a (H), c (H), b (H), v (H)]`` with
+
+.. math::
+    \\psi(r, t) = v_0 + \\sum_h v_h \\tanh(a_h r + c_h t + b_h),
+
+``ctx = [c_h t + b_h for h < H]``. Everything but ``H`` is trainable.
+With ``s_h = tanh(a_h r + ctx_h)`` and ``s'_h = 1 - s_h^2``:
+``psi' = sum_h v_h a_h s'_h`` and ``psi'' = -2 sum_h v_h a_h^2 s_h s'_h``.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from ._validate import as_finite_float, as_float_array, as_generator, as_positive_int
+from .psi import PAIR2_SIG, PAIR_SIG, PAIR_VJP_SIG, PREPARE_SIG, PREPARE_VJP_SIG, Psi
+
+_HEADER = 2
+
+
+@njit(PREPARE_SIG, cache=True)
+def _prepare(theta, t, ctx):
+    hidden = int(theta[0])
+    c0 = _HEADER + hidden
+    b0 = _HEADER + 2 * hidden
+    for h in range(hidden):
+        ctx[h] = theta[c0 + h] * t + theta[b0 + h]
+
+
+@njit(PREPARE_VJP_SIG, cache=True)
+def _prepare_vjp(theta, t, ctx, ctx_bar, theta_bar):
+    hidden = int(theta[0])
+    c0 = _HEADER + hidden
+    b0 = _HEADER + 2 * hidden
+    for h in range(hidden):
+        theta_bar[c0 + h] += ctx_bar[h] * t
+        theta_bar[b0 + h] += ctx_bar[h]
+
+
+@njit(PAIR_SIG, cache=True)
+def _pair(theta, ctx, r):
+    hidden = int(theta[0])
+    v0 = _HEADER + 3 * hidden
+    value = theta[1]
+    slope = 0.0
+    for h in range(hidden):
+        a = theta[_HEADER + h]
+        s = math.tanh(a * r + ctx[h])
+        value += theta[v0 + h] * s
+        slope += theta[v0 + h] * a * (1.0 - s * s)
+    return value, slope
+
+
+@njit(PAIR2_SIG, cache=True)
+def _pair2(theta, ctx, r):
+    hidden = int(theta[0])
+    v0 = _HEADER + 3 * hidden
+    value = theta[1]
+    slope = 0.0
+    curvature = 0.0
+    for h in range(hidden):
+        a = theta[_HEADER + h]
+        v = theta[v0 + h]
+        s = math.tanh(a * r + ctx[h])
+        ds = 1.0 - s * s
+        value += v * s
+        slope += v * a * ds
+        curvature += -2.0 * v * a * a * s * ds
+    return value, slope, curvature
+
+
+@njit(PAIR_VJP_SIG, cache=True)
+def _pair_vjp(theta, ctx, r, g_psi, g_dpsi, ctx_bar, theta_bar):
+    hidden = int(theta[0])
+    v0 = _HEADER + 3 * hidden
+    theta_bar[1] += g_psi
+    for h in range(hidden):
+        a = theta[_HEADER + h]
+        v = theta[v0 + h]
+        s = math.tanh(a * r + ctx[h])
+        ds = 1.0 - s * s
+        dds = -2.0 * s * ds  # d(ds)/d(pre-activation)
+        # psi   = ... + v s,        d/d pre = v ds
+        # psi'  = ... + v a ds,     d/d pre = v a dds
+        g_pre = g_psi * v * ds + g_dpsi * v * a * dds
+        theta_bar[v0 + h] += g_psi * s + g_dpsi * a * ds
+        theta_bar[_HEADER + h] += g_pre * r + g_dpsi * v * ds
+        ctx_bar[h] += g_pre
+
+
+class TanhMLP(Psi):
+    r"""A one-hidden-layer tanh network in ``(r, t)``.
+
+    .. math::
+        \psi(r, t) = v_0 + \sum_h v_h \tanh(a_h r + c_h t + b_h)
+
+    Parameters
+    ----------
+    hidden : int
+        Number of hidden units ``H``.
+    rng : numpy.random.Generator or int
+        Draws ``a ~ N(0, 1/4)``, ``c ~ N(0, 1)``, ``b ~ N(0, 1)``; the output
+        weights ``v`` and ``v0`` start at zero (the identity flow).
+    a, c, b, v : array_like, shape (hidden,), optional; v0 : float
+        Explicit parameters, overriding the random ones.
+    """
+
+    prepare = staticmethod(_prepare)
+    pair = staticmethod(_pair)
+    pair2 = staticmethod(_pair2)
+    pair_vjp = staticmethod(_pair_vjp)
+    prepare_vjp = staticmethod(_prepare_vjp)
+
+    def __init__(self, hidden=16, *, rng=0, a=None, c=None, b=None, v=None, v0=0.0):
+        hidden = as_positive_int(hidden, "hidden")
+        gen = as_generator(rng)
+        drawn = {"a": 0.5 * gen.standard_normal(hidden), "c": gen.standard_normal(hidden),
+                 "b": gen.standard_normal(hidden), "v": np.zeros(hidden)}
+        given = {"a": a, "c": c, "b": b, "v": v}
+        parts = [as_float_array(drawn[k] if given[k] is None else given[k], k, (hidden,))
+                 for k in ("a", "c", "b", "v")]
+        super().__init__(np.concatenate([[hidden, as_finite_float(v0, "v0")], *parts]))
+        self.ctx_size = hidden
+        self.trainable = np.arange(1, self.theta.size)
+
+    @property
+    def hidden(self):
+        return int(self.theta[0])
+
+    def __repr__(self):
+        return f"TanhMLP(hidden={self.hidden})"
