@@ -126,6 +126,16 @@ class TanhMLP(Psi):
         self.ctx_size = hidden
         self.trainable = np.arange(1, self.theta.size)
 
+    @classmethod
+    def from_theta(cls, theta):
+        """Rebuild from a parameter vector in the layout above (e.g. a saved one)."""
+        theta = as_float_array(theta, "theta")
+        hidden = int(theta[0]) if theta.ndim == 1 and theta.size else 0
+        if hidden < 1 or hidden != theta[0] or theta.size != _HEADER + 4 * hidden:
+            raise ValueError(f"theta of length {theta.size} does not fit the TanhMLP layout")
+        a, c, b, v = (theta[_HEADER + q * hidden: _HEADER + (q + 1) * hidden] for q in range(4))
+        return cls(hidden, a=a, c=c, b=b, v=v, v0=theta[1])
+
     @property
     def hidden(self):
         return int(self.theta[0])

@@ -197,6 +197,21 @@ class RBFKernel(Psi):
         self.ctx_size = 2 * mu.size + nu.size
         self.trainable = np.arange(_HEADER + mu.size + nu.size, self.theta.size)
 
+    @classmethod
+    def from_theta(cls, theta):
+        """Rebuild from a parameter vector in the layout above (e.g. a saved one)."""
+        theta = as_float_array(theta, "theta")
+        if theta.ndim != 1 or theta.size < _HEADER:
+            raise ValueError("theta is too short for an RBFKernel")
+        n_r, n_t = int(theta[0]), int(theta[1])
+        if n_r != theta[0] or n_t != theta[1] or n_r < 1 or n_t < 1 \
+                or theta.size != _HEADER + n_r + n_t + n_r * n_t:
+            raise ValueError(f"theta of length {theta.size} does not fit the RBFKernel layout")
+        mu = theta[_HEADER: _HEADER + n_r]
+        nu = theta[_HEADER + n_r: _HEADER + n_r + n_t]
+        weights = theta[_HEADER + n_r + n_t:].reshape(n_r, n_t)
+        return cls(weights, mu=mu, nu=nu, gamma=theta[2], gamma_t=theta[3])
+
     @property
     def shape(self):
         return int(self.theta[0]), int(self.theta[1])

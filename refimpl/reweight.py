@@ -1,0 +1,61 @@
+"""Reweighting generated samples to the Boltzmann distribution (the BG's step 2).
+
+For samples ``x ~ q_X`` with known ``log q_X(x)`` and target
+``p(x) ~ exp(-u(x) / T)``, the importance weights are
+``log w(x) = -u(x) / T - log q_X(x)`` (up to a constant). Self-normalized,
+they estimate ``E_p[O] = sum_n w_n O(x_n) / sum_n w_n``; their quality is
+summarized by Kish's effective sample size ``(sum w)^2 / sum w^2``.
+"""
+
+import numpy as np
+from scipy.special import logsumexp
+
+
+def _as_vector(a, name):
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {a.shape}")
+    if np.any(np.isnan(a)):
+        raise ValueError(f"{name} contains NaN")
+    return a
+
+
+def log_weights(reduced_energy, log_q):
+    """``log w = -u(x)/T - log q_X(x)`` for each sample (``reduced_energy = u/T``)."""
+    u = _as_vector(reduced_energy, "reduced_energy")
+    log_q = _as_vector(log_q, "log_q")
+    if u.shape != log_q.shape:
+        raise ValueError(f"reduced_energy {u.shape} and log_q {log_q.shape} differ in length")
+    return -u - log_q
+
+
+def normalized_weights(log_w):
+    """Self-normalized weights ``w_n / sum_m w_m``, computed stably in log space."""
+    log_w = _as_vector(log_w, "log_w")
+    if not np.any(np.isfinite(log_w)):
+        raise ValueError("no sample has a finite weight")
+    return np.exp(log_w - logsumexp(log_w))
+
+
+def effective_sample_size(log_w):
+    """Kish's ``(sum w)^2 / sum w^2``, between 1 and the number of samples."""
+    w = normalized_weights(log_w)
+    return 1.0 / np.sum(w * w)
+
+
+def reweighted_mean(values, log_w):
+    """Self-normalized importance estimate of ``E_p[O]`` and its standard error.
+
+    The error uses the delta-method variance of a ratio estimator,
+    ``sum_n w_n^2 (O_n - mean)^2`` with normalized weights; it is reliable
+    only when the effective sample size is not tiny.
+
+    Returns ``(mean, standard_error)``.
+    """
+    values = _as_vector(values, "values")
+    w = normalized_weights(log_w)
+    if w.shape != values.shape:
+        raise ValueError(f"values {values.shape} and log_w {w.shape} differ in length")
+    mean = float(np.sum(w * values))
+    error = float(np.sqrt(np.sum(w * w * (values - mean) ** 2)))
+    return mean, error

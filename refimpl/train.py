@@ -1,0 +1,305 @@
+"""Training a Boltzmann generator: losses, Adam, schedules, checkpoints.
+
+A *model* here is anything with a flat parameter vector ``params`` and two
+functions of it that autograd can differentiate:
+``log_prob(params, x)`` and ``sample(params, n, rng) -> (x, log_q)``
+(``refimpl.grad.FlowModel`` for the equivariant flow, ``refimpl.RealNVP``
+for the baseline). A *potential* has ``energy(x)``, the reduced energy
+``u(x) / T``, written in ``autograd.numpy``.
+
+Losses (DESIGN.md section 1):
+
+* ML: ``-mean log q_X(x_data)``;
+* KL (reverse, energy-based): ``mean_z [u(F(z)) / T + log q_X(F(z))]``,
+  equal to ``KL(q || p)`` up to ``log Z``;
+* a weighted sum ``w_ml ML + w_kl KL``; the schedule is a list of phases.
+
+``train`` is deterministic given its seed: every random number (minibatch
+indices, prior samples) comes from one ``numpy.random.Generator`` whose
+state is checkpointed with the parameters and the optimizer, so a run that
+is interrupted and resumed ends with bit-identical parameters.
+"""
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+
+import autograd
+import autograd.numpy as anp
+import numpy as np
+
+from ._validate import as_configurations, as_positive_float, as_positive_int
+
+CHECKPOINT_FORMAT = "refimpl-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def ml_loss(model, params, x):
+    """Maximum-likelihood loss ``-mean log q_X(x)`` over a batch of data."""
+    return -anp.mean(model.log_prob(params, x))
+
+
+def kl_loss(model, params, potential, n, rng):
+    """Reverse KL up to ``log Z``: ``mean [u(x) / T + log q_X(x)]``, x ~ q_X."""
+    x, log_q = model.sample(params, n, rng)
+    return anp.mean(potential.energy(x) + log_q)
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """``n_steps`` optimizer steps minimizing ``w_ml ML + w_kl KL``."""
+
+    n_steps: int
+    w_ml: float = 1.0
+    w_kl: float = 0.0
+    learning_rate: float = 1e-3
+
+    def __post_init__(self):
+        as_positive_int(self.n_steps, "n_steps")
+        if self.w_ml < 0 or self.w_kl < 0 or self.w_ml + self.w_kl == 0:
+            raise ValueError("loss weights must be non-negative and not both zero")
+        as_positive_float(self.learning_rate, "learning_rate")
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015) with its whole state in three arrays and a count.
+
+    ``beta1 = 0.9``, ``beta2 = 0.999``, ``eps = 1e-8``, bias-corrected.
+    """
+
+    def __init__(self, size, beta1=0.9, beta2=0.999, eps=1e-8):
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.m = np.zeros(size)
+        self.v = np.zeros(size)
+        self.count = 0
+
+    def step(self, params, grad, learning_rate):
+        self.count += 1
+        self.m = self.beta1 * self.m + (1 - self.beta1) * grad
+        self.v = self.beta2 * self.v + (1 - self.beta2) * grad * grad
+        m_hat = self.m / (1 - self.beta1 ** self.count)
+        v_hat = self.v / (1 - self.beta2 ** self.count)
+        return params - learning_rate * m_hat / (np.sqrt(v_hat) + self.eps)
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Everything a resumed run needs: saved in every checkpoint."""
+
+    params: np.ndarray
+    adam: Adam
+    rng: np.random.Generator
+    step: int = 0
+    history: list = dataclasses.field(default_factory=list)  # (step, ml, kl, total)
+
+
+def train(model, params=None, *, data=None, potential=None, schedule, batch_size=64,
+          kl_batch_size=None, seed=0, checkpoint=None, checkpoint_every=100, resume=False,
+          log_every=50, log=sys.stderr, callback=None):
+    """Minimize the scheduled losses with Adam; returns the final ``TrainState``.
+
+    Parameters
+    ----------
+    model : object with ``params``, ``log_prob(params, x)``, ``sample(params, n, rng)``
+    params : ndarray, optional; initial parameters (default ``model.params``)
+    data : ndarray (N, K, D), mean-free training configurations (for ML)
+    potential : object with ``energy(x)`` (for KL)
+    schedule : list of ``Phase``
+    batch_size : int, data minibatch size (drawn with replacement)
+    kl_batch_size : int, prior samples per KL estimate (default ``batch_size``)
+    seed : int, seeds the one generator all random numbers come from
+    checkpoint : path, optional; written atomically every ``checkpoint_every``
+        steps, at the end, and when the run is interrupted (Ctrl-C or SIGTERM:
+        the current step is finished first), after which ``KeyboardInterrupt``
+        propagates
+    resume : bool; continue from ``checkpoint`` if it exists
+    log_every : int; progress lines (step, losses, steps/s, ETA) to ``log``;
+        0 turns them off
+    callback : callable, optional; called with the ``TrainState`` after each step
+    """
+    phases = [p if isinstance(p, Phase) else Phase(*p) for p in schedule]
+    total = sum(p.n_steps for p in phases)
+    if any(p.w_ml > 0 for p in phases):
+        if data is None:
+            raise ValueError("a phase with w_ml > 0 needs data")
+        data = as_configurations(data, "data")
+    if any(p.w_kl > 0 for p in phases) and potential is None:
+        raise ValueError("a phase with w_kl > 0 needs a potential")
+    batch_size = as_positive_int(batch_size, "batch_size")
+    kl_batch_size = batch_size if kl_batch_size is None else as_positive_int(kl_batch_size,
+                                                                              "kl_batch_size")
+    if resume and checkpoint is not None and os.path.exists(checkpoint):
+        state = load_checkpoint(checkpoint)
+        if state.params.shape != np.shape(model.params):
+            raise ValueError(f"checkpoint {checkpoint} holds {state.params.size} parameters, "
+                             f"the model has {np.size(model.params)}")
+    else:
+        start = np.array(model.params if params is None else params, dtype=np.float64)
+        state = TrainState(start.copy(), Adam(start.size), np.random.default_rng(seed))
+
+    parts = {}
+
+    def objective(p, weights, batch, rng):
+        w_ml, w_kl = weights
+        ml = ml_loss(model, p, batch) if w_ml > 0 else 0.0
+        kl = kl_loss(model, p, potential, kl_batch_size, rng) if w_kl > 0 else 0.0
+        parts["ml"], parts["kl"] = autograd.tracer.getval(ml), autograd.tracer.getval(kl)
+        return w_ml * ml + w_kl * kl
+
+    gradient = autograd.value_and_grad(objective)
+    started = time.perf_counter()
+    first_step = state.step
+    with _DeferredInterrupt() as interrupt:
+        while state.step < total:
+            phase = _phase_at(phases, state.step)
+            batch = None
+            if phase.w_ml > 0:
+                batch = data[state.rng.integers(0, data.shape[0], batch_size)]
+            value, grad = gradient(state.params, (phase.w_ml, phase.w_kl), batch, state.rng)
+            if not np.all(np.isfinite(grad)) or not np.isfinite(value):
+                raise FloatingPointError(f"non-finite loss or gradient at step {state.step}")
+            state.params = state.adam.step(state.params, grad, phase.learning_rate)
+            state.step += 1
+            state.history.append((state.step, float(parts["ml"]), float(parts["kl"]),
+                                  float(value)))
+            if log_every and (state.step % log_every == 0 or state.step == total):
+                _log_progress(log, state, total, first_step, started)
+            if callback is not None:
+                callback(state)
+            if checkpoint is not None and (state.step % checkpoint_every == 0
+                                           or state.step == total or interrupt.requested):
+                save_checkpoint(checkpoint, state)
+            if interrupt.requested:
+                where = f"checkpoint written to {checkpoint}" if checkpoint else "no checkpoint"
+                print(f"\ninterrupted after step {state.step}: {where}", file=log, flush=True)
+                raise KeyboardInterrupt(f"training interrupted after step {state.step}")
+    return state
+
+
+class _DeferredInterrupt:
+    """Turn Ctrl-C (SIGINT) and SIGTERM into a flag checked between steps.
+
+    A step is never cut in half, so the checkpoint written on interruption
+    is exactly the state after the last completed step and a resumed run is
+    bit-identical. A second signal interrupts at once.
+    """
+
+    def __enter__(self):
+        self.requested = False
+        self._previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: signals stay as they are
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt(f"signal {signum}")
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def _phase_at(phases, step):
+    for phase in phases:
+        if step < phase.n_steps:
+            return phase
+        step -= phase.n_steps
+    return phases[-1]
+
+
+def _log_progress(log, state, total, first_step, started):
+    done = state.step - first_step
+    rate = done / max(time.perf_counter() - started, 1e-9)
+    step, ml, kl, value = state.history[-1]
+    eta = (total - state.step) / rate if rate > 0 else float("inf")
+    print(f"step {step:>6}/{total}  ML {ml:10.4f}  KL {kl:10.4f}  loss {value:10.4f}  "
+          f"{rate:6.1f} steps/s  ETA {eta:6.0f} s", file=log, flush=True)
+
+
+def save_checkpoint(path, state):
+    """Write ``state`` to ``path`` (an ``.npz``) atomically: temporary file, then rename."""
+    rng_state = json.dumps(state.rng.bit_generator.state)
+    history = np.array(state.history, dtype=np.float64).reshape(-1, 4)
+    arrays = {
+        "format": np.array(CHECKPOINT_FORMAT), "version": np.array(CHECKPOINT_VERSION),
+        "params": state.params, "adam_m": state.adam.m, "adam_v": state.adam.v,
+        "adam_count": np.array(state.adam.count), "step": np.array(state.step),
+        "rng_state": np.array(rng_state), "history": history,
+    }
+    atomic_savez(path, arrays)
+
+
+def load_checkpoint(path):
+    """Read a checkpoint written by ``save_checkpoint``; clear errors for bad files."""
+    arrays = read_npz(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
+                      ["params", "adam_m", "adam_v", "adam_count", "step", "rng_state", "history"])
+    params = arrays["params"]
+    if params.ndim != 1 or arrays["adam_m"].shape != params.shape \
+            or arrays["adam_v"].shape != params.shape:
+        raise ValueError(f"{path}: parameter and optimizer arrays do not match")
+    adam = Adam(params.size)
+    adam.m, adam.v, adam.count = arrays["adam_m"], arrays["adam_v"], int(arrays["adam_count"])
+    rng = np.random.default_rng()
+    try:
+        rng.bit_generator.state = json.loads(str(arrays["rng_state"]))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"{path}: unreadable random-generator state ({exc})") from None
+    history = [tuple(row) for row in arrays["history"]]
+    history = [(int(s), ml, kl, v) for s, ml, kl, v in history]
+    return TrainState(params, adam, rng, int(arrays["step"]), history)
+
+
+def atomic_savez(path, arrays):
+    """``np.savez`` to a temporary file in the same folder, then rename over ``path``."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_npz(path, expected_format, expected_version, required):
+    """Load an ``.npz`` with ``allow_pickle=False`` and check its header and keys.
+
+    Any unreadable, truncated or corrupted file, or one of another format or
+    version, raises ``ValueError`` naming the file and the problem.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # zipfile.BadZipFile, CRC errors, truncation, pickled content
+        raise ValueError(f"{path} is not a readable refimpl file ({type(exc).__name__}: "
+                         f"{exc})") from None
+    fmt = str(arrays.get("format", ""))
+    if fmt != expected_format:
+        raise ValueError(f"{path} is not a {expected_format} file (format field: {fmt!r})")
+    version = int(arrays.get("version", -1))
+    if version != expected_version:
+        raise ValueError(f"{path} has format version {version}; this refimpl reads "
+                         f"version {expected_version}")
+    missing = [key for key in required if key not in arrays]
+    if missing:
+        raise ValueError(f"{path} lacks the fields {missing}")
+    for key, value in arrays.items():
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            raise ValueError(f"{path}: field {key!r} contains NaN or infinite values")
+    return arrays
