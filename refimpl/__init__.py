@@ -5,15 +5,27 @@ multi-body systems with symmetric energies". The math, with the paper's errata
 fixed, is in the README; the public names are listed in ``__all__``.
 """
 
+from . import ode
 from .flow import EquivariantFlow, SolverError, SolverStats, divergence, vector_field
-from .prior import MeanFreeNormal, remove_mean
+from .grad import FlowModel
+from .io import load_model, save_model
+from .mcmc import MCMCResult, metropolis_hastings
 from .mlp import TanhMLP
+from .potentials import DoubleWell, LennardJones
+from .prior import MeanFreeNormal, remove_mean
 from .psi import PAIR_SIG, PREPARE_SIG, Psi
 from .rbf import RBFKernel
+from .realnvp import RealNVP, helmert_basis
+from .reweight import effective_sample_size, log_weights, normalized_weights, reweighted_mean
+from .train import Phase, train
 
 __all__ = [
     "EquivariantFlow", "SolverError", "SolverStats", "divergence", "vector_field",
     "MeanFreeNormal", "remove_mean",
     "Psi", "RBFKernel", "TanhMLP", "PREPARE_SIG", "PAIR_SIG",
+    "FlowModel", "RealNVP", "helmert_basis",
+    "DoubleWell", "LennardJones", "metropolis_hastings", "MCMCResult",
+    "Phase", "train", "save_model", "load_model",
+    "log_weights", "normalized_weights", "effective_sample_size", "reweighted_mean",
 ]
 __version__ = "0.1.0"
