@@ -3,6 +3,9 @@
 Köhler, Klein, Noé, "Equivariant Flows: sampling configurations for
 multi-body systems with symmetric energies". The math, with the paper's errata
 fixed, is in the README; the public names are listed in ``__all__``.
+Training lives in ``refimpl.train`` (``train``, ``Phase``, the losses),
+the paper's experiments in ``refimpl.experiments``, the property-testing
+toolkit in ``refimpl.testing`` (needs hypothesis: ``pip install refimpl[test]``).
 """
 
 from . import ode
@@ -17,7 +20,6 @@ from .psi import PAIR_SIG, PREPARE_SIG, Psi
 from .rbf import RBFKernel
 from .realnvp import RealNVP, helmert_basis
 from .reweight import effective_sample_size, log_weights, normalized_weights, reweighted_mean
-from .train import Phase, train
 
 __all__ = [
     "EquivariantFlow", "SolverError", "SolverStats", "divergence", "vector_field",
@@ -25,7 +27,7 @@ __all__ = [
     "Psi", "RBFKernel", "TanhMLP", "PREPARE_SIG", "PAIR_SIG",
     "FlowModel", "RealNVP", "helmert_basis",
     "DoubleWell", "LennardJones", "metropolis_hastings", "MCMCResult",
-    "Phase", "train", "save_model", "load_model",
+    "save_model", "load_model",
     "log_weights", "normalized_weights", "effective_sample_size", "reweighted_mean",
 ]
 __version__ = "0.1.0"

@@ -42,10 +42,25 @@ def ml_loss(model, params, x):
     return -anp.mean(model.log_prob(params, x))
 
 
-def kl_loss(model, params, potential, n, rng):
-    """Reverse KL up to ``log Z``: ``mean [u(x) / T + log q_X(x)]``, x ~ q_X."""
+def kl_loss(model, params, potential, n, rng, energy_cut=None):
+    """Reverse KL up to ``log Z``: ``mean [u(x) / T + log q_X(x)]``, x ~ q_X.
+
+    ``energy_cut`` (reduced units) replaces energies above it by
+    ``cut + log(1 + u - cut)`` (``linlog_cut``), the regularization of Noé et
+    al. (Science 2019) that keeps a few samples of astronomically high energy
+    from dominating the gradient; ``None`` uses the energy as it is.
+    """
     x, log_q = model.sample(params, n, rng)
-    return anp.mean(potential.energy(x) + log_q)
+    energy = potential.energy(x)
+    if energy_cut is not None:
+        energy = linlog_cut(energy, energy_cut)
+    return anp.mean(energy + log_q)
+
+
+def linlog_cut(energy, cut):
+    """``u`` below ``cut``, ``cut + log(1 + u - cut)`` above; continuous with slope 1."""
+    excess = anp.maximum(energy - cut, 0.0)
+    return anp.where(energy <= cut, energy, cut + anp.log1p(excess))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +113,7 @@ class TrainState:
 
 def train(model, params=None, *, data=None, potential=None, schedule, batch_size=64,
           kl_batch_size=None, seed=0, checkpoint=None, checkpoint_every=100, resume=False,
-          log_every=50, log=sys.stderr, callback=None):
+          log_every=50, log=sys.stderr, callback=None, energy_cut=None):
     """Minimize the scheduled losses with Adam; returns the final ``TrainState``.
 
     Parameters
@@ -119,6 +134,7 @@ def train(model, params=None, *, data=None, potential=None, schedule, batch_size
     log_every : int; progress lines (step, losses, steps/s, ETA) to ``log``;
         0 turns them off
     callback : callable, optional; called with the ``TrainState`` after each step
+    energy_cut : float, optional; regularizes the KL loss's energies (``kl_loss``)
     """
     phases = [p if isinstance(p, Phase) else Phase(*p) for p in schedule]
     total = sum(p.n_steps for p in phases)
@@ -145,7 +161,7 @@ def train(model, params=None, *, data=None, potential=None, schedule, batch_size
     def objective(p, weights, batch, rng):
         w_ml, w_kl = weights
         ml = ml_loss(model, p, batch) if w_ml > 0 else 0.0
-        kl = kl_loss(model, p, potential, kl_batch_size, rng) if w_kl > 0 else 0.0
+        kl = kl_loss(model, p, potential, kl_batch_size, rng, energy_cut) if w_kl > 0 else 0.0
         parts["ml"], parts["kl"] = autograd.tracer.getval(ml), autograd.tracer.getval(kl)
         return w_ml * ml + w_kl * kl
 

@@ -16,7 +16,7 @@ from refimpl.mcmc import metropolis_hastings
 from refimpl.potentials import DoubleWell
 from refimpl.realnvp import RealNVP
 from refimpl.reweight import effective_sample_size, log_weights, reweighted_mean
-from refimpl.train import Adam, Phase, load_checkpoint, train
+from refimpl.train import Adam, Phase, kl_loss, linlog_cut, load_checkpoint, train
 
 
 def _flow_model(k=4, d=2, tol=1e-5):
@@ -59,7 +59,7 @@ def test_ml_training_lowers_held_out_nll(dw4_data):
 def test_kl_training_lowers_the_kl_loss():
     dw = DoubleWell(4, 2)
     model = _flow_model()
-    estimate = lambda p: float(refimpl.train.kl_loss(model, p, dw, 512, 99))  # noqa: E731
+    estimate = lambda p: float(kl_loss(model, p, dw, 512, 99))  # noqa: E731
     before = estimate(model.params)
     state = train(model, potential=dw, schedule=[Phase(40, w_ml=0.0, w_kl=1.0,
                                                        learning_rate=0.02)],
@@ -189,3 +189,12 @@ def test_reweighting_rejects_bad_input():
     with pytest.raises(ValueError):
         effective_sample_size(np.array([-np.inf, -np.inf]))
     assert effective_sample_size(np.zeros(10)) == pytest.approx(10.0)
+
+
+def test_linlog_cut_is_identity_below_the_cut_and_logarithmic_above():
+    u = np.array([-50.0, 0.0, 99.0, 100.0, 101.0, 1e9])
+    cut = linlog_cut(u, 100.0)
+    np.testing.assert_array_equal(cut[:4], u[:4])
+    np.testing.assert_allclose(cut[4:], 100.0 + np.log1p(u[4:] - 100.0), rtol=1e-15)
+    slope = grad(lambda v: anp.sum(linlog_cut(v, 100.0)))(u)
+    np.testing.assert_allclose(slope, [1, 1, 1, 1, 0.5, 1 / (1e9 - 99)], rtol=1e-12)
