@@ -89,12 +89,19 @@ def make_solver(rhs):
 
     Why a factory: Numba cannot cache a function that receives another
     Numba function as an argument (its machine code then refers to that
-    function's address in this process), whereas a closure over ``rhs`` is
-    compiled and cached like any other function. One factory call per
-    ``rhs``, memoized.
+    function's address in this process), whereas a closure over ``rhs`` can
+    be called from cached functions. One factory call per ``rhs``, memoized.
+
+    The closures themselves are compiled without ``cache=True``, on purpose:
+    Numba keys a closure's cache entry on its pickled free variables, and a
+    pickled dispatcher carries a fresh identifier in every process, so such an
+    entry could never be found again (every run would add a file). Their
+    machine code is cached all the same, inside the cached kernels that call
+    them (``_kernels.solve_flow_batch``, ``_adjoint``). Called directly from
+    Python (``solve_ivp_rk45``), they compile once per process.
     """
 
-    @njit(cache=True)
+    @njit
     def initial_step(p, t0, y0, f0, t_bound, rtol, atol, work, f1):
         """First step size by the Hairer--Wanner rule (HNW I, II.4, p. 169).
 
@@ -115,6 +122,10 @@ def make_solver(rhs):
         else:
             h0 = 0.01 * d0 / d1
         h0 = min(h0, interval)
+        if h0 == 0.0:
+            # d1 overflowed (or d0 / d1 underflowed): scipy's rule then returns
+            # min(100 h0, ...) = 0 too; dividing by h0 below would raise.
+            return 0.0
         for i in range(n):
             work[i] = y0[i] + h0 * direction * f0[i]
         rhs(t0 + h0 * direction, work, f1, p)
@@ -127,7 +138,7 @@ def make_solver(rhs):
             h1 = (0.01 / max(d1, d2)) ** (1.0 / (ERROR_ESTIMATOR_ORDER + 1))
         return min(100.0 * h0, h1, interval)
 
-    @njit(cache=True)
+    @njit
     def rk_step(p, t, y, h, K, Y, y_new):
         """One Dormand--Prince step from ``(t, y)`` with step ``h``.
 
@@ -152,7 +163,7 @@ def make_solver(rhs):
             y_new[i] = y[i] + h * acc
         rhs(t + h, y_new, K[N_STAGES], p)
 
-    @njit(cache=True)
+    @njit
     def solve(p, t0, t1, y0, rtol, atol, max_steps, y_out, stats, times):
         """Integrate ``dy/dt = rhs(t, y)`` from ``t0`` to ``t1`` adaptively.
 
@@ -242,7 +253,7 @@ def make_solver(rhs):
         y_out[:] = y
         return SUCCESS, t
 
-    @njit(cache=True)
+    @njit
     def solve_fixed(p, t0, t1, y0, n_steps, y_out):
         """``n_steps`` equal Dormand--Prince steps, no error control.
 

@@ -5,8 +5,10 @@ Equations I*, Sec. II.4 and II.5: stage ``s`` is evaluated at ``t + C[s] h`` on
 ``y + h sum_j A[s, j] k_j``; the fifth-order solution is ``y + h sum_s B[s] k_s``
 and the embedded fourth-order one uses ``B_HAT``.
 
-The pair is "first same as last" (FSAL): the last row of ``A`` equals ``B``, so
-the seventh stage ``k_7 = f(t + h, y_new)`` is the first stage of the next step.
+The pair is "first same as last" (FSAL): in the full seven-stage tableau the
+seventh row of ``A`` equals ``B``, so the seventh stage ``k_7 = f(t + h,
+y_new)`` is the first stage of the next step. ``A`` below holds the six rows
+that are computed within a step.
 The error estimate therefore has seven weights, ``E = B_HAT - B`` with
 ``B[6] = 0``.
 

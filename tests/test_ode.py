@@ -387,14 +387,9 @@ def test_finite_time_blowup_stops_where_scipy_does():
     assert t_stop == pytest.approx(sol.t[-1], rel=PARITY_RTOL)
 
 
-INITIAL_STEP_BUG = (
-    "BUG in ode.make_solver.initial_step: when rms(f0 / scale) overflows to inf, "
-    "h0 = 0.01 * d0 / d1 = 0 and `d2 = rms_norm(work) / h0` raises ZeroDivisionError "
-    "(Numba's Python error model); scipy gets inf/nan from NumPy and integrates on. "
-    "Inside the parallel flow kernel it surfaces as SystemError, naming no sample.")
-
-
-@pytest.mark.xfail(strict=True, raises=ZeroDivisionError, reason=INITIAL_STEP_BUG)
+# Regression: when rms(f0 / scale) overflowed to inf, h0 = 0.01 d0 / d1 = 0 and
+# the first-step rule divided by h0 (ZeroDivisionError under Numba's Python
+# error model; SystemError naming no sample inside the parallel flow kernel).
 def test_huge_finite_rhs_is_integrated_like_scipy():
     # f = 1e160 is finite, but (f / scale)^2 overflows in the initial-step norm.
     y, info = ode.solve_ivp_rk45(poisoned_rhs, 0.0, 1.0, [1.0], 1e-6, 1e-9, p=(1e160, 0.0))
@@ -406,7 +401,6 @@ def test_huge_finite_rhs_is_integrated_like_scipy():
     assert info["nfev"] == sol.nfev
 
 
-@pytest.mark.xfail(strict=True, raises=SystemError, reason=INITIAL_STEP_BUG)
 def test_huge_finite_psi_succeeds_or_raises_solver_error_naming_the_sample():
     psi = refimpl.RBFKernel(np.full((50, 10), 1e150))  # finite field, overflowing norms
     z = Z_SCALE * np.random.default_rng(3).standard_normal((1, 4, 2))
