@@ -1,0 +1,118 @@
+"""Benchmark: one training step of the equivariant Boltzmann generator.
+
+ML + KL loss on DW4 (K = 4, D = 2), batch 64, 50 x 10 RBF kernels,
+rtol = atol = 1e-5, weights 0.02 N(0, 1) (seed 0). Prints the time per step
+and its split (forward solves vs. the adjoint), then the peak memory of one
+gradient for batch 256 and its growth with the number of solver steps.
+
+Usage: python scripts/bench_train.py
+"""
+
+import os
+import platform
+import time
+import tracemalloc
+
+import autograd
+import numba
+import numpy as np
+
+import refimpl
+from refimpl import _adjoint, _kernels
+from refimpl.train import kl_loss, ml_loss
+
+
+def _model(tol=1e-5, scale=0.02):
+    psi = refimpl.RBFKernel(scale * np.random.default_rng(0).standard_normal((50, 10)))
+    return refimpl.FlowModel(refimpl.EquivariantFlow(psi, rtol=tol, atol=tol, n_particles=4,
+                                                     dim=2))
+
+
+def _step_function(model, batch):
+    dw = refimpl.DoubleWell(4, 2)
+    data = refimpl.MeanFreeNormal(4, 2).sample(4096, 1) * 2.0
+
+    def loss(p, rng):
+        x = data[rng.integers(0, data.shape[0], batch)]
+        return ml_loss(model, p, x) + kl_loss(model, p, dw, batch, rng)
+
+    return autograd.value_and_grad(loss)
+
+
+class _Timer:
+    """Accumulates the time spent inside the solve and adjoint kernels."""
+
+    def __init__(self):
+        self.seconds = {"forward": 0.0, "adjoint": 0.0}
+        self._originals = {}
+
+    def wrap(self, module, name, label):
+        original = getattr(module, name)
+        self._originals[(module, name)] = original
+
+        def timed(*args):
+            start = time.perf_counter()
+            original(*args)
+            self.seconds[label] += time.perf_counter() - start
+
+        setattr(module, name, timed)
+
+    def restore(self):
+        for (module, name), original in self._originals.items():
+            setattr(module, name, original)
+
+
+def time_steps(batch=64, repeats=20):
+    model = _model()
+    step = _step_function(model, batch)
+    rng = np.random.default_rng(0)
+    params = model.params
+    step(params, rng)  # compile / warm up
+    timer = _Timer()
+    import refimpl.flow as flow_module
+    import refimpl.grad as grad_module
+    timer.wrap(flow_module, "solve_flow_batch", "forward")
+    timer.wrap(grad_module, "adjoint_batch", "adjoint")
+    try:
+        start = time.perf_counter()
+        for _ in range(repeats):
+            step(params, rng)
+        total = (time.perf_counter() - start) / repeats
+    finally:
+        timer.restore()
+    split = {k: v / repeats for k, v in timer.seconds.items()}
+    return total, split
+
+
+def peak_memory(batch, tol):
+    model = _model(tol)
+    step = _step_function(model, batch)
+    rng = np.random.default_rng(0)
+    step(model.params, rng)
+    tracemalloc.start()
+    step(model.params, rng)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    z = refimpl.MeanFreeNormal(4, 2).sample(batch, 3)
+    model.forward(model.params, z)
+    return peak, float(model.flow.last_stats.naccept.mean())
+
+
+def main():
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, numba {numba.__version__}, "
+          f"{numba.get_num_threads()} threads")
+    total, split = time_steps()
+    other = total - sum(split.values())
+    print(f"\ntraining step (ML + KL, batch 64, K = 4, D = 2, 50 x 10 RBF, tol 1e-5): "
+          f"{total * 1e3:.1f} ms")
+    print(f"  forward solves: {split['forward'] * 1e3:.1f} ms, adjoint: "
+          f"{split['adjoint'] * 1e3:.1f} ms, autograd/NumPy/Python: {other * 1e3:.1f} ms")
+    print("\npeak traced memory of one ML + KL gradient, batch 256 "
+          "(tracemalloc: NumPy arrays; Numba's per-sample scratch is not traced)")
+    for tol in (1e-4, 1e-5, 1e-7, 1e-9):
+        peak, steps = peak_memory(256, tol)
+        print(f"  tol {tol:.0e}: {peak / 2**20:6.1f} MiB, {steps:5.1f} accepted steps per sample")
+
+
+if __name__ == "__main__":
+    main()
