@@ -106,14 +106,19 @@ def _gaussians(theta, r, e):
     return lo, hi
 
 
-@njit(PAIR_SIG, cache=True)
-def _pair(theta, ctx, r):
+@njit(cache=True)
+def _gaussians_in_ctx(theta, ctx, r):
+    """``_gaussians`` into the scratch part of ``ctx``; returns ``(lo, hi, e, mu, gamma)``."""
     n_r = int(theta[0])
     n_t = int(theta[1])
-    gamma = theta[2]
-    mu = theta[_HEADER: _HEADER + n_r]
     e = ctx[n_r + n_t: 2 * n_r + n_t]
     lo, hi = _gaussians(theta, r, e)
+    return lo, hi, e, theta[_HEADER: _HEADER + n_r], theta[2]
+
+
+@njit(PAIR_SIG, cache=True)
+def _pair(theta, ctx, r):
+    lo, hi, e, mu, gamma = _gaussians_in_ctx(theta, ctx, r)
     value = 0.0
     slope = 0.0
     for k in range(lo, hi + 1):
@@ -125,12 +130,7 @@ def _pair(theta, ctx, r):
 
 @njit(PAIR2_SIG, cache=True)
 def _pair2(theta, ctx, r):
-    n_r = int(theta[0])
-    n_t = int(theta[1])
-    gamma = theta[2]
-    mu = theta[_HEADER: _HEADER + n_r]
-    e = ctx[n_r + n_t: 2 * n_r + n_t]
-    lo, hi = _gaussians(theta, r, e)
+    lo, hi, e, mu, gamma = _gaussians_in_ctx(theta, ctx, r)
     value = 0.0
     slope = 0.0
     curvature = 0.0
@@ -145,12 +145,7 @@ def _pair2(theta, ctx, r):
 
 @njit(PAIR_VJP_SIG, cache=True)
 def _pair_vjp(theta, ctx, r, g_psi, g_dpsi, ctx_bar, theta_bar):
-    n_r = int(theta[0])
-    n_t = int(theta[1])
-    gamma = theta[2]
-    mu = theta[_HEADER: _HEADER + n_r]
-    e = ctx[n_r + n_t: 2 * n_r + n_t]
-    lo, hi = _gaussians(theta, r, e)
+    lo, hi, e, mu, gamma = _gaussians_in_ctx(theta, ctx, r)
     for k in range(lo, hi + 1):
         ctx_bar[k] += (g_psi - 2.0 * gamma * (r - mu[k]) * g_dpsi) * e[k]
 
