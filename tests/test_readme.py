@@ -1,4 +1,5 @@
-"""The README's code examples run as written, and its commands match CI."""
+"""The README's and the tutorial's code examples run as written, and the
+README's commands match CI."""
 
 import pathlib
 import re
@@ -6,8 +7,11 @@ import runpy
 
 import pytest
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCUMENTS = [README, ROOT / "docs" / "tutorial.md"]
+BLOCKS = [(doc.name, block) for doc in DOCUMENTS
+          for block in re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)]
 
 
 def test_readme_starts_with_the_two_set_up_commands():
@@ -19,9 +23,10 @@ def test_readme_starts_with_the_two_set_up_commands():
     assert "sed -n 2p" in ci  # .ci/run executes the README's second line
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_python_example_runs(index, tmp_path, monkeypatch):
+@pytest.mark.parametrize("index", range(len(BLOCKS)),
+                         ids=[f"{name}-{i}" for i, (name, _) in enumerate(BLOCKS)])
+def test_documented_python_example_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # examples may write files
-    script = tmp_path / f"readme_example_{index}.py"  # a real file: Numba can cache its functions
-    script.write_text(BLOCKS[index])
+    script = tmp_path / f"example_{index}.py"  # a real file: Numba can cache its functions
+    script.write_text(BLOCKS[index][1])
     runpy.run_path(str(script), run_name="__main__")
