@@ -74,3 +74,11 @@ def test_trajectory_is_mean_free_and_seeded():
 def test_cli_reports_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         main(["reproduce", "--seed", "x"])
+
+
+def test_checkpoints_are_tied_to_the_settings(quick_runs):
+    from refimpl.experiments.common import settings_tag
+    names = sorted(p.name for p in (quick_runs[0] / "checkpoints").iterdir())
+    tag = settings_tag(Settings().quick())
+    assert len(names) == 4 and all(tag in n for n in names)
+    assert settings_tag(Settings()) != tag

@@ -1,5 +1,8 @@
 """What both experiments share: the system, the two models, their training."""
 
+import dataclasses
+import hashlib
+import json
 import sys
 import time
 
@@ -46,7 +49,8 @@ def train_both(settings, data, potential, label, checkpoint_dir=None, log=sys.st
     for name, model in make_models(settings).items():
         print(f"[{label}] training {name} ({np.size(model.params)} parameters)", file=log,
               flush=True)
-        checkpoint = None if checkpoint_dir is None else checkpoint_dir / f"{label}_{name}.ckpt.npz"
+        checkpoint = None if checkpoint_dir is None else \
+            checkpoint_dir / f"{label}_{name}_{settings_tag(settings)}.ckpt.npz"
         start = time.perf_counter()
         total = settings.ml_steps + settings.mixed_steps
         state = train(model, data=data, potential=potential, schedule=schedule(settings),
@@ -55,6 +59,12 @@ def train_both(settings, data, potential, label, checkpoint_dir=None, log=sys.st
                       energy_cut=settings.energy_cut)
         out[name] = (model, state.params, time.perf_counter() - start, state.history)
     return out
+
+
+def settings_tag(settings):
+    """A short hash of the settings: a checkpoint is resumed only by the same run."""
+    text = json.dumps(dataclasses.asdict(settings), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def sample_summary(model, params, potential, n, seed):

@@ -14,7 +14,9 @@ Files written (all numbers deterministic given the seed):
     The MCMC trajectory and the Experiment 2 training set, with the seed.
 ``run.json``
     Settings, timings and versions.
-Training checkpoints go to ``checkpoints/``; an interrupted run resumes.
+Training checkpoints go to ``checkpoints/`` (named with a hash of the
+settings); running the same command again after an interruption resumes
+training where it stopped, with bit-identical results.
 """
 
 import dataclasses
