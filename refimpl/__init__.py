@@ -9,6 +9,7 @@ toolkit in ``refimpl.testing`` (needs hypothesis: ``pip install refimpl[test]``)
 """
 
 from . import ode
+from .bgflow_kernel import BgflowKernel
 from .flow import EquivariantFlow, SolverError, SolverStats, divergence, vector_field
 from .grad import FlowModel
 from .io import load_model, save_model
@@ -24,7 +25,7 @@ from .reweight import effective_sample_size, log_weights, normalized_weights, re
 __all__ = [
     "EquivariantFlow", "SolverError", "SolverStats", "divergence", "vector_field",
     "MeanFreeNormal", "remove_mean",
-    "Psi", "RBFKernel", "TanhMLP", "PREPARE_SIG", "PAIR_SIG",
+    "Psi", "RBFKernel", "TanhMLP", "BgflowKernel", "PREPARE_SIG", "PAIR_SIG",
     "FlowModel", "RealNVP", "helmert_basis",
     "DoubleWell", "LennardJones", "metropolis_hastings", "MCMCResult",
     "save_model", "load_model",

@@ -8,7 +8,7 @@ then rename) and read with ``allow_pickle=False``:
 ``kind``
     ``"equivariant_flow"`` or ``"realnvp"``.
 equivariant flow
-    ``psi_family`` (``"RBFKernel"`` or ``"TanhMLP"``), ``psi_theta`` (the
+    ``psi_family`` (``"RBFKernel"``, ``"TanhMLP"`` or ``"BgflowKernel"``), ``psi_theta`` (the
     family's full parameter vector), ``t0``, ``t1``, ``rtol``, ``atol``,
     ``max_steps``, ``n_particles``, ``dim`` (``-1`` where unset).
 RealNVP
@@ -25,6 +25,7 @@ inconsistent raises ``ValueError`` naming the file and the field.
 
 import numpy as np
 
+from .bgflow_kernel import BgflowKernel
 from .flow import EquivariantFlow
 from .grad import FlowModel
 from .mlp import TanhMLP
@@ -35,7 +36,7 @@ from .train import atomic_savez, read_npz
 
 MODEL_FORMAT = "refimpl-model"
 MODEL_VERSION = 1
-_FAMILIES = {"RBFKernel": RBFKernel, "TanhMLP": TanhMLP}
+_FAMILIES = {"RBFKernel": RBFKernel, "TanhMLP": TanhMLP, "BgflowKernel": BgflowKernel}
 _POTENTIAL_FIELDS = {
     "DoubleWell": ("a", "b", "c", "d0", "temperature"),
     "LennardJones": ("epsilon", "r_m", "tether", "temperature"),

@@ -44,7 +44,8 @@ Gradients (``refimpl.grad``) need four more members:
     int64 indices of the entries of ``theta`` that are parameters (the
     rest, such as sizes and fixed centres, get no gradient).
 
-Families: ``refimpl.rbf.RBFKernel`` and ``refimpl.mlp.TanhMLP``.
+Families: ``refimpl.rbf.RBFKernel``, ``refimpl.mlp.TanhMLP`` and
+``refimpl.bgflow_kernel.BgflowKernel`` (bgflow's ``KernelDynamics``).
 """
 
 import numpy as np

@@ -21,7 +21,10 @@ from refimpl import testing
 _rng = np.random.default_rng(20240601)
 RBF = refimpl.RBFKernel(weights=0.05 * _rng.standard_normal((50, 10)))
 MLP = refimpl.TanhMLP(16, rng=7, v=0.1 * _rng.standard_normal(16), v0=0.05)
-PSIS = pytest.mark.parametrize("psi", [RBF, MLP], ids=["rbf", "mlp"])
+# bgflow's KernelDynamics as E-NF configures it for DW4 (widths 0.5 and 0.3).
+BGFLOW = refimpl.BgflowKernel(np.linspace(0, 8, 50), np.full(50, 0.5), np.linspace(0, 1, 10),
+                              np.full(10, 0.3), weights=0.05 * _rng.standard_normal((50, 10)))
+PSIS = pytest.mark.parametrize("psi", [RBF, MLP, BGFLOW], ids=["rbf", "mlp", "bgflow"])
 
 N_PARTICLES = (2, 8)  # K, inclusive range
 DIMS = (2, 3)  # D

@@ -124,8 +124,12 @@ def test_checkpoint_files_that_are_damaged_are_refused(tmp_path, dw4_data):
 
 def test_saved_flow_and_potential_load_with_identical_outputs(tmp_path):
     rng = np.random.default_rng(4)
+    bgflow = refimpl.BgflowKernel(np.linspace(0, 8, 12), np.full(12, 0.5), np.linspace(0, 1, 4),
+                                  np.full(4, 0.3),
+                                  weights=0.02 * rng.standard_normal((12, 4)),
+                                  optimize_d_gammas=True)
     for psi in (refimpl.RBFKernel(0.02 * rng.standard_normal((50, 10))),
-                refimpl.TanhMLP(5, rng=2, v=0.1 * rng.standard_normal(5))):
+                refimpl.TanhMLP(5, rng=2, v=0.1 * rng.standard_normal(5)), bgflow):
         flow = refimpl.EquivariantFlow(psi, rtol=1e-7, atol=1e-9, max_steps=500, n_particles=4,
                                        dim=2)
         dw = DoubleWell(4, 2, pairs="unordered", temperature=2.0)
@@ -135,6 +139,8 @@ def test_saved_flow_and_potential_load_with_identical_outputs(tmp_path):
         for a, b in zip(loaded.forward(z), flow.forward(z)):
             np.testing.assert_array_equal(a, b)
         assert (loaded.rtol, loaded.atol, loaded.max_steps) == (1e-7, 1e-9, 500)
+        assert type(loaded.psi) is type(psi)
+        np.testing.assert_array_equal(loaded.psi.trainable, psi.trainable)
         np.testing.assert_array_equal(potential.energy(z), dw.energy(z))
         assert potential.pairs == "unordered"
 
