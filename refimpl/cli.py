@@ -2,7 +2,9 @@
 
 ``refimpl reproduce`` runs the paper's experiments and writes ``results/``
 (the main job); ``refimpl demo`` samples a small equivariant flow and prints
-exact log-densities with the solver's statistics.
+exact log-densities with the solver's statistics. ``refimpl vectors`` writes
+golden test vectors and ``refimpl verify`` checks another implementation's
+outputs against them (``refimpl.vectors``, ``refimpl.verify``).
 """
 
 import argparse
@@ -56,6 +58,32 @@ def _reproduce(args):
     return 0
 
 
+def _vectors(args):
+    from .vectors import write_vectors
+
+    try:
+        golden = write_vectors(args.out, small=args.small)
+    except OSError as exc:
+        print(f"refimpl vectors: error: cannot write {args.out}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
+    print(f"refimpl vectors: wrote {len(golden['cases'])} cases to {args.out}")
+    print("reference error (estimated): max abs, max rel; pass/fail thresholds: rtol, atol")
+    print(f"{'quantity':<16}{'max abs':>10}{'max rel':>10}{'rtol':>8}{'atol':>8}")
+    for q, acc in golden["reference_accuracy"].items():
+        t = golden["thresholds"][q]
+        err, rel = ("-" if acc[key] is None else f"{acc[key]:.1e}"
+                    for key in ("max_abs_error", "max_rel_error"))
+        print(f"{q:<16}{err:>10}{rel:>10}{t['rtol']:>8.0e}{t['atol']:>8.0e}")
+    return 0
+
+
+def _verify(args):
+    from .verify import verify
+
+    return verify(args.golden, args.theirs, strict=args.strict, families=args.family)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="refimpl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -72,6 +100,22 @@ def main(argv=None):
     demo.add_argument("--atol", type=float, default=1e-5)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
+    vec = sub.add_parser("vectors", help="write golden test vectors (JSON) for checking "
+                         "another implementation")
+    vec.add_argument("--out", required=True, help="output file, e.g. golden.json")
+    vec.add_argument("--small", action="store_true", help="a few small cases only")
+    vec.set_defaults(run=_vectors)
+    ver = sub.add_parser("verify", help="compare another implementation's outputs with golden "
+                         "vectors; exit 0 pass, 1 fail, 2 bad files")
+    ver.add_argument("golden", help="golden vectors written by refimpl vectors")
+    ver.add_argument("theirs", help="outputs for the same cases: .json "
+                     "{\"cases\": {case_id: {quantity: value}}} or .npz '<case_id>/<quantity>'")
+    ver.add_argument("--strict", action="store_true",
+                     help="quantities not provided count as failures")
+    ver.add_argument("--family", action="append", metavar="NAME",
+                     help="verify only the cases of this psi family (e.g. RBFKernel); "
+                     "repeatable")
+    ver.set_defaults(run=_verify)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -1,0 +1,140 @@
+"""The psi families by name, described by their formula's own parameters.
+
+Files meant for other implementations (``refimpl.vectors``) name a psi by its
+family and the parameters **of its formula** (``mu``, ``weights``, ...), not
+by refimpl's internal ``theta`` layout. ``FAMILIES`` maps a family's name to
+a ``Family``: how to read those parameters off a psi object and build one
+from them, the formula in NumPy, and how to draw example parameters. A new
+family joins the golden vectors with one entry here.
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .bgflow_kernel import DISTANCE_EPS, KERNEL_EPS, BgflowKernel
+from .mlp import TanhMLP
+from .rbf import RBFKernel
+
+SIZES = ("small", "medium", "paper")  # example sizes; "paper" is the paper's DW4 psi
+
+
+@dataclass(frozen=True)
+class Family:
+    """How a psi family is written to and read from files."""
+
+    prefix: str  # of case ids, e.g. "rbf"
+    formula: str  # the formula, with the meaning and shape of each parameter
+    params: Callable  # psi object -> {name: float or ndarray}
+    build: Callable  # {name: float or ndarray} -> psi object
+    # (params, r, t) -> (psi, dpsi/dr) for an array r, in NumPy, keeping the float dtype
+    # of its arguments (refimpl.vectors evaluates it in extended precision)
+    numpy: Callable
+    example: Callable  # (rng, size, t0, t1) -> params, the linear ones of unit scale
+    linear: tuple = ()  # the parameters psi is linear in (jointly)
+
+
+def _rbf_numpy(p, r, t):
+    time_rbf = np.exp(-p["gamma_t"] * (t - p["nu"]) ** 2)
+    d = r[..., None] - p["mu"]
+    dist_rbf = np.exp(-p["gamma"] * d * d)
+    c = p["weights"] @ time_rbf
+    return dist_rbf @ c, (-2.0 * p["gamma"] * d * dist_rbf) @ c
+
+
+def _rbf_example(rng, size, t0, t1):
+    n_r, n_t, r_max = {"small": (6, 3, 6.0), "medium": (16, 4, 8.0), "paper": (50, 10, 8.0)}[size]
+    psi = RBFKernel(rng.standard_normal((n_r, n_t)), n_distance=n_r, n_time=n_t, r_max=r_max,
+                    t_range=(t0, t1))
+    return _rbf_params(psi)
+
+
+def _rbf_params(psi):
+    return {"mu": psi.mu.copy(), "nu": psi.nu.copy(), "gamma": psi.gamma,
+            "gamma_t": psi.gamma_t, "weights": psi.weights.copy()}
+
+
+def _rbf_build(p):
+    return RBFKernel(p["weights"], mu=p["mu"], nu=p["nu"], gamma=p["gamma"], gamma_t=p["gamma_t"])
+
+
+def _mlp_numpy(p, r, t):
+    s = np.tanh(p["a"] * r[..., None] + p["c"] * t + p["b"])
+    return p["v0"] + s @ p["v"], (p["a"] * (1.0 - s * s)) @ p["v"]
+
+
+def _mlp_example(rng, size, t0, t1):
+    hidden = {"small": 4, "medium": 8, "paper": 16}[size]
+    return {"a": 0.5 * rng.standard_normal(hidden), "c": rng.standard_normal(hidden),
+            "b": rng.standard_normal(hidden), "v": rng.standard_normal(hidden),
+            "v0": float(rng.standard_normal())}
+
+
+def _mlp_params(psi):
+    h, th = psi.hidden, psi.theta  # theta = [H, v0, a, c, b, v] (refimpl.mlp)
+    return {"a": th[2:2 + h].copy(), "c": th[2 + h:2 + 2 * h].copy(),
+            "b": th[2 + 2 * h:2 + 3 * h].copy(), "v": th[2 + 3 * h:].copy(), "v0": float(th[1])}
+
+
+def _bgflow_numpy(p, r, t):
+    d = np.sqrt(r * r + DISTANCE_EPS)
+    u = d[..., None] - p["mus"]
+    a = np.exp(p["neg_log_gammas"]) ** 2
+    g = np.exp(-u * u * a)
+    g1 = -2.0 * a * u * g
+    q = KERNEL_EPS + np.sum(g, axis=-1, keepdims=True)
+    h = np.exp(-(t - p["mus_time"]) ** 2 * np.exp(p["neg_log_gammas_time"]) ** 2)
+    time = h / (KERNEL_EPS + np.sum(h))
+    c = p["weights"] @ time
+    c0 = p["bias"] @ time + (p["importance"] ** 2) @ c
+    slope = (g1 / q - g * np.sum(g1, axis=-1, keepdims=True) / q ** 2) @ c
+    return (g / q) @ c + c0, slope * r / d
+
+
+def _bgflow_example(rng, size, t0, t1):
+    # "paper": E-NF's DW4 settings (50 centres on [0, 8], widths 0.5; 10 in time, 0.3)
+    n_k, n_s = {"small": (6, 3), "medium": (16, 4), "paper": (50, 10)}[size]
+    mus, mus_time = np.linspace(0.0, 8.0, n_k), np.linspace(t0, t1, n_s)
+    width = 0.5 if size == "paper" else mus[1] - mus[0]
+    width_t = 0.3 if size == "paper" else mus_time[1] - mus_time[0]
+    return {"mus": mus, "neg_log_gammas": np.full(n_k, -np.log(width)), "mus_time": mus_time,
+            "neg_log_gammas_time": np.full(n_s, -np.log(width_t)),
+            "importance": 0.5 * rng.standard_normal(n_k),
+            "weights": rng.standard_normal((n_k, n_s)), "bias": rng.standard_normal(n_s)}
+
+
+def _bgflow_params(psi):
+    arrays = psi.arrays()
+    arrays["bias"] = arrays["bias"].ravel()
+    return arrays
+
+
+FAMILIES = {
+    "RBFKernel": Family(
+        prefix="rbf",
+        formula="psi(r, t) = sum_{k,l} weights[k][l] exp(-gamma (r - mu[k])^2) "
+                "exp(-gamma_t (t - nu[l])^2); mu (n_r,), nu (n_t,), weights (n_r, n_t), "
+                "gamma and gamma_t scalars",
+        params=_rbf_params, build=_rbf_build, numpy=_rbf_numpy, example=_rbf_example,
+        linear=("weights",)),
+    "TanhMLP": Family(
+        prefix="mlp",
+        formula="psi(r, t) = v0 + sum_h v[h] tanh(a[h] r + c[h] t + b[h]); a, c, b, v (H,), "
+                "v0 scalar",
+        params=_mlp_params, build=lambda p: TanhMLP(len(p["a"]), **p), numpy=_mlp_numpy,
+        example=_mlp_example, linear=("v", "v0")),
+    "BgflowKernel": Family(
+        prefix="bgflow",
+        formula="bgflow's KernelDynamics: psi(r, t) = sum_s T_s(t) [sum_k (K_k(d) + "
+                "importance[k]^2) weights[k][s] + bias[s]] with d = sqrt(r^2 + 1e-6), "
+                "K_k(d) = g_k(d) / (1e-6 + sum_m g_m(d)), g_k(d) = exp(-(d - mus[k])^2 "
+                "exp(neg_log_gammas[k])^2), T_s(t) = h_s(t) / (1e-6 + sum_m h_m(t)), "
+                "h_s(t) = exp(-(t - mus_time[s])^2 exp(neg_log_gammas_time[s])^2); mus, "
+                "neg_log_gammas, importance (n_k,); mus_time, neg_log_gammas_time, bias "
+                "(n_s,); weights (n_k, n_s). dpsi/dr is the exact derivative (through d); "
+                "bgflow's own divergence approximates it and differs by ~1e-7 relative "
+                "(refimpl/bgflow_kernel.py), which fails the divergence threshold.",
+        params=_bgflow_params, build=lambda p: BgflowKernel.from_arrays(**p),
+        numpy=_bgflow_numpy, example=_bgflow_example, linear=("weights", "bias")),
+}
