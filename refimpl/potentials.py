@@ -152,17 +152,23 @@ class _PairPotential:
         return NumbaEnergy(self._kernel, self._params())
 
 
+@njit(cache=True)
+def _squared_distance(x, i, j, dim):
+    """``|x_i - x_j|^2`` for a configuration stored row-major."""
+    sq = 0.0
+    for k in range(dim):
+        diff = x[i * dim + k] - x[j * dim + k]
+        sq += diff * diff
+    return sq
+
+
 @njit(ENERGY_SIG, cache=True)
 def _double_well_kernel(params, x, n_particles, dim):
     a, b, c, d0, scale = params[0], params[1], params[2], params[3], params[4]
     total = 0.0
     for i in range(n_particles):
         for j in range(i + 1, n_particles):
-            sq = 0.0
-            for k in range(dim):
-                diff = x[i * dim + k] - x[j * dim + k]
-                sq += diff * diff
-            s = math.sqrt(sq) - d0
+            s = math.sqrt(_squared_distance(x, i, j, dim)) - d0
             s2 = s * s
             total += a * s + b * s2 + c * s2 * s2
     return scale * total
@@ -266,10 +272,7 @@ def _lennard_jones_kernel(params, x, n_particles, dim):
     total = 0.0
     for i in range(n_particles):
         for j in range(i + 1, n_particles):
-            sq = 0.0
-            for k in range(dim):
-                diff = x[i * dim + k] - x[j * dim + k]
-                sq += diff * diff
+            sq = _squared_distance(x, i, j, dim)
             if sq == 0.0:
                 return math.inf  # coincident particles (and no ZeroDivisionError)
             q = (r_m2 / sq) ** 3

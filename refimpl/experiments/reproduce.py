@@ -48,24 +48,25 @@ def reproduce(out="results", quick=False, seed=0, log=sys.stderr):
 
     print(f"refimpl reproduce ({'quick' if quick else 'full'}, seed {seed}) -> {out}/", file=log,
           flush=True)
-    print("Experiment 1: MCMC trajectory, then training nBG and eqBG on its first half",
-          file=log, flush=True)
-    t = time.perf_counter()
-    exp1 = generalization.run(settings, out / "checkpoints", log=log)
-    timings["experiment1"] = time.perf_counter() - t
-    record1, markdown1 = generalization.table(exp1)
-    _write_text(out / "table1.md", "# Table 1: negative log-likelihoods\n\n" + markdown1)
-    _write_json(out / "table1.json", record1)
-    print(markdown1, file=log, flush=True)
-
-    print("Experiment 2: one minimum plus noise; sampling and minimizing", file=log, flush=True)
-    t = time.perf_counter()
-    exp2 = discovery.run(settings, out / "checkpoints", log=log)
-    timings["experiment2"] = time.perf_counter() - t
-    record2, markdown2 = discovery.summary(exp2)
-    _write_text(out / "experiment2.md", "# Experiment 2: discovered minima\n\n" + markdown2)
-    _write_json(out / "experiment2.json", record2)
-    print(markdown2, file=log, flush=True)
+    experiments = (
+        ("experiment1", "Experiment 1: MCMC trajectory, then training nBG and eqBG on its first "
+         "half", generalization.run, generalization.table, "table1",
+         "# Table 1: negative log-likelihoods"),
+        ("experiment2", "Experiment 2: one minimum plus noise; sampling and minimizing",
+         discovery.run, discovery.summary, "experiment2", "# Experiment 2: discovered minima"),
+    )
+    results = []
+    for key, banner, run, summarize, stem, heading in experiments:
+        print(banner, file=log, flush=True)
+        t = time.perf_counter()
+        result = run(settings, out / "checkpoints", log=log)
+        timings[key] = time.perf_counter() - t
+        record, markdown = summarize(result)
+        _write_text(out / f"{stem}.md", f"{heading}\n\n{markdown}")
+        _write_json(out / f"{stem}.json", record)
+        print(markdown, file=log, flush=True)
+        results.append(result)
+    exp1, exp2 = results
 
     potential = system(settings)
     for label, result in (("exp1", exp1), ("exp2", exp2)):
