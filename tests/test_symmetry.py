@@ -389,3 +389,41 @@ def test_kind_matters_a_vector_field_is_not_a_translation_equivariant_map(exampl
     with pytest.raises(AssertionError, match=r"(?s)kind='map'.*translation b"):
         testing.assert_equivariant(correct_field, x, translation=g.translation, kind="map",
                                    rtol=FIELD_RTOL, atol=FIELD_ATOL)
+
+
+# ---------------------------------------------------------------------------
+# The subclassable test classes of refimpl.testing, used as a user would.
+
+class TestRBFFieldThroughTheSharedClasses(testing.FieldSymmetryTests, testing.DivergenceTests):
+    n_particles = N_PARTICLES
+    dim = DIMS
+    rtol, atol = FIELD_RTOL, DIV_ATOL
+    jacobian_eps, jacobian_rtol, jacobian_atol = JACOBIAN_EPS, JACOBIAN_RTOL, JACOBIAN_ATOL
+
+    def field(self, x):
+        return refimpl.vector_field(x, 0.4, RBF)
+
+    def divergence(self, x):
+        return refimpl.divergence(x, 0.4, RBF)
+
+
+class TestMLPFlowThroughTheSharedClasses(testing.FlowSymmetryTests):
+    n_particles = (2, 5)
+    dim = DIMS
+    rtol, atol = FLOW_RTOL, FLOW_ATOL
+
+    def flow(self, x):
+        return flow_for(MLP).forward(x)
+
+
+class _DriftingField(testing.FieldSymmetryTests):
+    n_particles, dim = 3, 2
+
+    def field(self, x):
+        return refimpl.vector_field(x, 0.4, RBF) + np.array([1e-6, 0.0])
+
+
+def test_shared_classes_catch_a_drifting_field():
+    """The inherited hypothesis test fails on a field with a fixed drift."""
+    with pytest.raises(AssertionError):
+        _DriftingField().test_field_is_equivariant()
