@@ -7,7 +7,9 @@ frozen-step map, in Numba (``refimpl._adjoint``). So the gradient is the
 *exact* derivative of the numbers the forward pass returned (DESIGN.md
 section 3): step sizes are control decisions, not part of the function. It
 matches central differences of the frozen-step map to rounding, and the
-gradient of the continuous flow to within the solver tolerance.
+gradient of the continuous flow to within the solver tolerance. Only first
+derivatives exist: asking autograd for a second one (a Hessian, a gradient
+of a gradient) raises ``NotImplementedError``.
 
 Parameters are the trainable entries of ``psi.theta`` (``psi.trainable``),
 as one flat vector ``params``. ``FlowModel`` bundles the differentiable
@@ -29,19 +31,21 @@ from .flow import EquivariantFlow
 from .prior import MeanFreeNormal, check_mean_free
 from .psi import check_psi
 
-# Accepted steps recorded per sample for the adjoint (memory: 8 bytes each
-# per sample). A solve needing more raises an error that names this limit.
-MAX_RECORDED_STEPS = 4096
+# Accepted step times first recorded per sample when a gradient may follow
+# (8 bytes each); a solve that takes more steps is repeated with exactly as
+# many slots as its longest sample needs (the same solve, so the same result).
+INITIAL_RECORDED_STEPS = 256
 
 
 class _SolveSpec:
     """What the primitive needs besides its differentiable inputs; it is
     filled by the forward pass (times, number of steps) for the VJP."""
 
-    def __init__(self, flow, t_start, t_end, k, d, batch_shape, frozen=None):
+    def __init__(self, flow, t_start, t_end, k, d, batch_shape, frozen=None, record=True):
         self.flow, self.t_start, self.t_end = flow, t_start, t_end
         self.k, self.d, self.batch_shape = k, d, batch_shape
         self.frozen = frozen  # (times, n_steps) to replay instead of an adaptive solve
+        self.record = record  # keep the step times (only needed if a gradient follows)
         self.theta = self.times = self.n_steps = self.y0 = None
 
 
@@ -59,31 +63,43 @@ def _solve(params, y0, spec):
                      flow.psi.prepare, flow.psi.pair, spec.k, spec.d, y)
         spec.theta, spec.times, spec.n_steps, spec.y0 = theta, times, n_steps, y0
         return y
-    record = min(flow.max_steps, MAX_RECORDED_STEPS)
-    y, times, stats = flow.solve_augmented(y0, spec.t_start, spec.t_end, theta, spec.k, spec.d,
-                                           spec.batch_shape, record=record)
+    record = min(flow.max_steps, INITIAL_RECORDED_STEPS) if spec.record else 0
+    solve = (lambda width: flow.solve_augmented(y0, spec.t_start, spec.t_end, theta, spec.k,
+                                                spec.d, spec.batch_shape, record=width))
+    y, times, stats = solve(record)
     n_steps = np.ascontiguousarray(stats[:, 1])
-    if n_steps.max(initial=0) > record:
-        raise RuntimeError(f"a gradient solve took {n_steps.max()} steps; only "
-                           f"refimpl.grad.MAX_RECORDED_STEPS = {record} are recorded per sample. "
-                           "Loosen rtol/atol or raise that limit.")
+    if spec.record and n_steps.max(initial=0) > record:
+        y, times, stats = solve(int(n_steps.max()))
     spec.theta, spec.times, spec.n_steps, spec.y0 = theta, times, n_steps, y0
     return y
 
 
-def _solve_vjp(argnums, ans, args, kwargs):
-    params, _, spec = args
+@primitive
+def _adjoint(g, params, y0, spec):
+    """``[params_bar, y0_bar.ravel()]`` for the cotangent ``g`` of ``_solve``'s output.
+
+    A primitive with no VJP of its own: the discrete adjoint is first order
+    only, so autograd raises ``NotImplementedError`` for a second derivative
+    instead of silently returning zeros (``params`` and ``y0`` are passed for
+    that reason; their values are the ones the forward pass stored).
+    """
     psi = spec.flow.psi
+    g = np.ascontiguousarray(g, dtype=np.float64)
+    y0_bar = np.empty_like(g)
+    theta_bar = np.empty((g.shape[0], psi.theta.size))
+    adjoint_batch(spec.y0, spec.t_start, spec.times, spec.n_steps, g, spec.theta,
+                  int(psi.ctx_size), psi.prepare, psi.pair, psi.pair2, psi.pair_vjp,
+                  psi.prepare_vjp, spec.k, spec.d, y0_bar, theta_bar)
+    return np.concatenate([theta_bar.sum(axis=0)[psi.trainable], y0_bar.ravel()])
+
+
+def _solve_vjp(argnums, ans, args, kwargs):
+    params, y0, spec = args
+    n_params = spec.flow.psi.trainable.size
 
     def vjp(g):
-        g = np.ascontiguousarray(g, dtype=np.float64)
-        y0_bar = np.empty_like(g)
-        theta_bar = np.empty((g.shape[0], psi.theta.size))
-        adjoint_batch(spec.y0, spec.t_start, spec.times, spec.n_steps, g, spec.theta,
-                      int(psi.ctx_size), psi.prepare, psi.pair, psi.pair2, psi.pair_vjp,
-                      psi.prepare_vjp, spec.k, spec.d, y0_bar, theta_bar)
-        params_bar = theta_bar.sum(axis=0)[psi.trainable]
-        out = {0: params_bar, 1: y0_bar}
+        flat = _adjoint(g, params, y0, spec)
+        out = {0: flat[:n_params], 1: anp.reshape(flat[n_params:], anp.shape(y0))}
         return tuple(out[a] for a in argnums)
 
     return vjp
@@ -107,7 +123,8 @@ def _transform(flow, params, x, t_start, t_end, name, frozen=None):
         if n_steps.min(initial=0) < 0 or n_steps.max(initial=0) > times.shape[1]:
             raise ValueError("n_steps must lie between 0 and the number of recorded times")
         frozen = times, n_steps
-    y = _solve(params, y0, _SolveSpec(flow, t_start, t_end, k, d, batch_shape, frozen))
+    traced = isbox(params) or isbox(x)
+    y = _solve(params, y0, _SolveSpec(flow, t_start, t_end, k, d, batch_shape, frozen, traced))
     return anp.reshape(y[:, :n], x_value.shape), -anp.reshape(y[:, n], batch_shape)
 
 

@@ -266,3 +266,25 @@ def test_with_params_builds_an_equivalent_flow():
     z = refimpl.MeanFreeNormal(4, 2).sample(3, 0)
     np.testing.assert_array_equal(flow.forward(z)[0], model.forward(p, z)[0])
     assert np.all(model.params == _rbf().weights.ravel())
+
+
+def test_second_derivatives_raise_instead_of_returning_zeros():
+    model = _model(_rbf(0.05), 4, 2)
+    z = refimpl.MeanFreeNormal(4, 2).sample(3, 0)
+    with pytest.raises(NotImplementedError):
+        autograd.hessian(lambda p: anp.sum(model.forward(p, z)[1]))(model.params)
+    with pytest.raises(NotImplementedError):
+        autograd.grad(lambda zz: anp.sum(
+            autograd.grad(lambda p: anp.sum(model.forward(p, zz)[1]))(model.params)))(z)
+
+
+def test_solves_longer_than_the_first_record_are_repeated_with_room(monkeypatch):
+    """With the first record shrunk to 2 steps every solve is repeated; the
+    gradient must be the same as with ample room."""
+    model = _model(_rbf(), 4, 2, tol=1e-8)
+    data = refimpl.MeanFreeNormal(4, 2).sample(6, 1)
+    grad = autograd.grad(lambda p: -anp.mean(model.log_prob(p, data)))
+    ample = grad(model.params)
+    monkeypatch.setattr(refimpl.grad, "INITIAL_RECORDED_STEPS", 2)
+    np.testing.assert_array_equal(grad(model.params), ample)
+    assert np.all(model.step_times(model.params, data, inverse=True)[1] > 2)
