@@ -109,12 +109,57 @@ class Psi:
         return self.values(r, t)[0]
 
     def copy_with(self, theta):
-        """The same family with new parameters ``theta`` (same layout)."""
+        """The same family with new parameters ``theta`` (same layout).
+
+        Families with ``from_theta`` are rebuilt through it, which checks the
+        layout and recomputes derived entries.
+        """
         theta = as_float_array(theta, "theta", shape=self.theta.shape)
+        if hasattr(type(self), "from_theta"):
+            return type(self).from_theta(theta)
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
         new.theta = theta.copy()
         return new
+
+
+# Written past ``ctx_size`` by the probe of ``_check_layout``; a family that
+# changes them writes out of bounds.
+_CANARY = -1.2345678901234567e300
+_CANARY_SLOTS = 8
+
+
+def _check_layout(psi):
+    """Catch a ``theta``/``ctx_size`` that would make the kernels read or write
+    out of bounds (they do not check indices).
+
+    A family with ``from_theta`` is rebuilt from its ``theta``: that checks
+    the header and length, recomputes derived entries (which must equal the
+    stored ones: an edited ``theta`` may not leave them stale) and gives the
+    ``ctx_size`` the kernels need. Other families are probed once per call:
+    ``prepare`` and ``pair`` run on a scratch array with guard values past
+    ``ctx_size``, which must survive (reads out of bounds cannot be seen).
+    """
+    if hasattr(type(psi), "from_theta"):
+        try:
+            rebuilt = type(psi).from_theta(psi.theta)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"psi.theta does not fit the {type(psi).__name__} layout: {exc}") \
+                from None
+        if not np.array_equal(rebuilt.theta, psi.theta):
+            raise ValueError(f"psi.theta has derived entries that no longer match its "
+                             f"parameters (was theta edited in place?); rebuild it with "
+                             f"{type(psi).__name__}.from_theta")
+        if int(psi.ctx_size) < int(rebuilt.ctx_size):
+            raise ValueError(f"psi.ctx_size = {psi.ctx_size} is smaller than the "
+                             f"{rebuilt.ctx_size} that {type(psi).__name__} needs")
+        return
+    ctx = np.full(int(psi.ctx_size) + _CANARY_SLOTS, _CANARY)
+    psi.prepare(psi.theta, 0.0, ctx)
+    psi.pair(psi.theta, ctx, 1.0)
+    if np.any(ctx[int(psi.ctx_size):] != _CANARY):
+        raise ValueError(f"psi writes past ctx_size = {psi.ctx_size}: its prepare/pair need "
+                         "a larger ctx_size")
 
 
 _SIGNATURES = {"prepare": PREPARE_SIG, "pair": PAIR_SIG, "pair2": PAIR2_SIG,
@@ -144,6 +189,7 @@ def check_psi(psi, gradients=False):
     if not np.all(np.isfinite(theta)):
         raise ValueError("psi.theta contains NaN or infinite values")
     as_positive_int(psi.ctx_size, "psi.ctx_size", minimum=0)
+    _check_layout(psi)
     if gradients:
         idx = np.asarray(psi.trainable)
         if idx.dtype.kind not in "iu" or idx.ndim != 1 or (idx.size and (

@@ -79,7 +79,8 @@ def _gaussians(theta, r, e):
         for k in range(n_r):
             e[k] = math.exp(-gamma * (r - mu[k]) ** 2)
         return 0, n_r - 1
-    k0 = min(max(int(round((r - mu[0]) / spacing)), 0), n_r - 1)
+    position = min(max((r - mu[0]) / spacing, 0.0), n_r - 1.0)  # clamp before int()
+    k0 = int(round(position))
     d0 = r - mu[k0]
     e[k0] = math.exp(-gamma * d0 * d0)
     rho = math.exp(-2.0 * gamma * spacing * spacing)
@@ -232,12 +233,14 @@ class RBFKernel(Psi):
 
     @property
     def mu(self):
-        return self.theta[_HEADER: _HEADER + self.shape[0]]
+        """Distance centres (read-only: build a new kernel to change them)."""
+        return _read_only(self.theta[_HEADER: _HEADER + self.shape[0]])
 
     @property
     def nu(self):
+        """Time centres (read-only: build a new kernel to change them)."""
         n_r, n_t = self.shape
-        return self.theta[_HEADER + n_r: _HEADER + n_r + n_t]
+        return _read_only(self.theta[_HEADER + n_r: _HEADER + n_r + n_t])
 
     @property
     def weights(self):
@@ -248,6 +251,11 @@ class RBFKernel(Psi):
     def __repr__(self):
         n_r, n_t = self.shape
         return f"RBFKernel({n_r} x {n_t} centres, gamma={self.gamma:.4g}, gamma_t={self.gamma_t:.4g})"
+
+
+def _read_only(view):
+    view.flags.writeable = False
+    return view
 
 
 def _uniform_spacing(mu):

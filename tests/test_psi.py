@@ -170,3 +170,33 @@ def test_copy_with_keeps_layout_and_checks_shape():
     assert other.weights[-1, -1] == 2.0 and psi.weights[-1, -1] == 0.0
     with pytest.raises(ValueError):
         psi.copy_with(theta[:-1])
+
+
+def test_a_ctx_size_too_small_for_the_layout_is_refused():
+    psi = refimpl.RBFKernel(np.ones((50, 10)))
+    psi.ctx_size = 1
+    with pytest.raises(ValueError, match="ctx_size"):
+        refimpl.vector_field(np.ones((3, 2)) * np.arange(3)[:, None], 0.0, psi)
+    user = GaussianPsi(np.array([0.7, -0.5]))
+    user.ctx_size = 0  # its prepare writes ctx[0]
+    with pytest.raises(ValueError, match="writes past ctx_size"):
+        refimpl.divergence(np.ones((3, 2)), 0.0, user)
+
+
+def test_centres_are_read_only_and_edited_theta_is_refused():
+    psi = refimpl.RBFKernel(np.ones((50, 10)))
+    with pytest.raises(ValueError):
+        psi.mu[:] = np.linspace(0, 4, 50)
+    theta = psi.theta.copy()
+    theta[5:55] = np.linspace(0, 4, 50)  # new centres, stale cached spacing
+    psi.theta = theta
+    with pytest.raises(ValueError, match="derived entries"):
+        refimpl.vector_field(np.ones((2, 2)) * np.arange(2)[:, None], 0.0, psi)
+    rebuilt = refimpl.RBFKernel.from_theta(theta)  # the documented way
+    np.testing.assert_array_equal(rebuilt.mu, np.linspace(0, 4, 50))
+
+
+def test_rbf_is_finite_at_astronomical_distances():
+    psi = refimpl.RBFKernel(np.ones((50, 10)))
+    value, slope = psi.values(np.array([2e18, 1e300]), 0.5)
+    assert np.all(value == 0.0) and np.all(slope == 0.0)
