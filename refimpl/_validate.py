@@ -76,6 +76,22 @@ def as_positive_float(v, name):
     return v
 
 
+# scipy's RK45 raises any rtol below 100 eps to that value (with a warning);
+# refimpl does the same, so that its steps stay scipy's at every tolerance.
+MIN_RTOL = 100 * np.finfo(float).eps
+
+
+def as_solver_rtol(v, name="rtol"):
+    """A positive rtol, raised to ``MIN_RTOL`` with a warning as scipy does."""
+    v = as_positive_float(v, name)
+    if v < MIN_RTOL:
+        import warnings
+        warnings.warn(f"{name} = {v:g} is below 100 eps; using {MIN_RTOL:g} (as scipy does)",
+                      stacklevel=3)
+        v = MIN_RTOL
+    return v
+
+
 def as_positive_int(v, name, minimum=1):
     if isinstance(v, bool) or not isinstance(v, (numbers.Integral, np.integer)):
         raise TypeError(f"{name} must be an integer, got {type(v).__name__} {v!r}")

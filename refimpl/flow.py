@@ -20,7 +20,7 @@ import numpy as np
 from . import ode
 from ._kernels import field_and_divergence_batch, solve_flow_batch
 from ._validate import (as_configurations, as_finite_float, as_generator, as_positive_float,
-                        as_positive_int)
+                        as_positive_int, as_solver_rtol)
 from .prior import MeanFreeNormal, check_mean_free
 from .psi import check_psi
 
@@ -92,7 +92,8 @@ class EquivariantFlow:
         Integration interval; the prior lives at ``t0``, the data at ``t1``.
     rtol, atol : float
         Tolerances of the adaptive solver, applied to every component of
-        the augmented state ``[x, l]``.
+        the augmented state ``[x, l]``. An ``rtol`` below ``100 eps``
+        (2.2e-14) is raised to it with a warning, as scipy does.
     max_steps : int
         Largest number of step attempts per sample before ``SolverError``.
     n_particles, dim : int, optional
@@ -114,7 +115,7 @@ class EquivariantFlow:
         self.t1 = as_finite_float(t1, "t1")
         if self.t0 == self.t1:
             raise ValueError(f"t0 and t1 must differ, both are {self.t0}")
-        self.rtol = as_positive_float(rtol, "rtol")
+        self.rtol = as_solver_rtol(rtol, "rtol")
         self.atol = as_positive_float(atol, "atol")
         self.max_steps = as_positive_int(max_steps, "max_steps")
         self.n_particles = None if n_particles is None else as_positive_int(

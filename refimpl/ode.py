@@ -25,6 +25,7 @@ import math
 import numpy as np
 from numba import njit
 
+from ._validate import as_positive_float, as_solver_rtol
 from .tableau import A, B, C, E, ERROR_ESTIMATOR_ORDER, N_STAGES
 
 SAFETY = 0.9  # multiply the asymptotically optimal step by this
@@ -305,6 +306,8 @@ def solve_ivp_rk45(rhs, t0, t1, y0, rtol=1e-6, atol=1e-8, max_steps=100_000, p=(
     RuntimeError if the solve does not reach ``t1``.
     """
     y0 = np.ascontiguousarray(y0, dtype=np.float64)
+    rtol = as_solver_rtol(rtol)
+    atol = as_positive_float(atol, "atol")
     y = np.empty_like(y0)
     stats = np.zeros(3, dtype=np.int64)
     times = np.empty(max_steps)
