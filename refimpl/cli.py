@@ -51,10 +51,10 @@ def _reproduce(args):
 
     try:
         reproduce(args.out, quick=args.quick, seed=args.seed)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("refimpl reproduce: interrupted; run the same command again to resume from the "
               "checkpoints", file=sys.stderr)
-        return 130
+        return 128 + getattr(exc, "signum", 2)  # 130 for Ctrl-C, 143 for SIGTERM
     return 0
 
 
@@ -89,7 +89,8 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("reproduce", help="run the paper's experiments, write results/")
     rep.add_argument("--out", default="results", help="output folder (default results/)")
-    rep.add_argument("--quick", action="store_true", help="a small version (about a minute)")
+    rep.add_argument("--quick", action="store_true",
+                     help="a small version (seconds once the kernels are compiled)")
     rep.add_argument("--seed", type=int, default=0)
     rep.set_defaults(run=_reproduce)
     demo = sub.add_parser("demo", help="sample a small equivariant flow with exact log-densities")

@@ -21,6 +21,7 @@ is interrupted and resumed ends with bit-identical parameters.
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import signal
@@ -109,6 +110,7 @@ class TrainState:
     rng: np.random.Generator
     step: int = 0
     history: list = dataclasses.field(default_factory=list)  # (step, ml, kl, total)
+    fingerprint: str = ""  # what produced it: a resumed run must match (``_fingerprint``)
 
 
 def train(model, params=None, *, data=None, potential=None, schedule, batch_size=64,
@@ -147,14 +149,22 @@ def train(model, params=None, *, data=None, potential=None, schedule, batch_size
     batch_size = as_positive_int(batch_size, "batch_size")
     kl_batch_size = batch_size if kl_batch_size is None else as_positive_int(kl_batch_size,
                                                                               "kl_batch_size")
+    checkpoint_every = as_positive_int(checkpoint_every, "checkpoint_every")
+    start = np.array(model.params if params is None else params, dtype=np.float64)
+    fingerprint = _fingerprint(phases, batch_size, kl_batch_size, seed, energy_cut, data, start)
     if resume and checkpoint is not None and os.path.exists(checkpoint):
         state = load_checkpoint(checkpoint)
-        if state.params.shape != np.shape(model.params):
+        if state.params.shape != start.shape:
             raise ValueError(f"checkpoint {checkpoint} holds {state.params.size} parameters, "
-                             f"the model has {np.size(model.params)}")
+                             f"the model has {start.size}")
+        if state.fingerprint != fingerprint:
+            ours, theirs = json.loads(fingerprint), json.loads(state.fingerprint or "{}")
+            differ = sorted(k for k in ours if ours.get(k) != theirs.get(k))
+            raise ValueError(f"checkpoint {checkpoint} was written by a different run "
+                             f"(differs in {', '.join(differ)}); remove it or change the path")
     else:
-        start = np.array(model.params if params is None else params, dtype=np.float64)
-        state = TrainState(start.copy(), Adam(start.size), np.random.default_rng(seed))
+        state = TrainState(start.copy(), Adam(start.size), np.random.default_rng(seed),
+                           fingerprint=fingerprint)
 
     parts = {}
 
@@ -186,13 +196,23 @@ def train(model, params=None, *, data=None, potential=None, schedule, batch_size
             if callback is not None:
                 callback(state)
             if checkpoint is not None and (state.step % checkpoint_every == 0
-                                           or state.step == total or interrupt.requested):
+                                           or state.step == total
+                                           or interrupt.requested is not None):
                 save_checkpoint(checkpoint, state)
-            if interrupt.requested:
+            if interrupt.requested is not None:
                 where = f"checkpoint written to {checkpoint}" if checkpoint else "no checkpoint"
                 print(f"\ninterrupted after step {state.step}: {where}", file=log, flush=True)
-                raise KeyboardInterrupt(f"training interrupted after step {state.step}")
+                raise TrainingInterrupted(interrupt.requested,
+                                          f"training interrupted after step {state.step}")
     return state
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised after the step in which SIGINT or SIGTERM (``signum``) arrived."""
+
+    def __init__(self, signum, message):
+        super().__init__(message)
+        self.signum = signum
 
 
 class _DeferredInterrupt:
@@ -204,24 +224,39 @@ class _DeferredInterrupt:
     """
 
     def __enter__(self):
-        self.requested = False
+        self.requested = None  # the signal number once one arrived
         self._previous = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
+                if signal.getsignal(sig) is signal.SIG_IGN:
+                    continue  # e.g. started under nohup: stay uninterruptible
                 self._previous[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: signals stay as they are
                 pass
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt(f"signal {signum}")
-        self.requested = True
+        if self.requested is not None:
+            raise TrainingInterrupted(signum, "interrupted again")
+        self.requested = signum
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         return False
+
+
+def _fingerprint(phases, batch_size, kl_batch_size, seed, energy_cut, data, start):
+    """The settings that determine a run, as JSON (data and start by SHA-256)."""
+    from . import __version__
+
+    digest = lambda a: None if a is None else hashlib.sha256(  # noqa: E731
+        np.ascontiguousarray(a, dtype=np.float64).tobytes()).hexdigest()
+    return json.dumps({
+        "refimpl": __version__, "schedule": [dataclasses.astuple(p) for p in phases],
+        "batch_size": batch_size, "kl_batch_size": kl_batch_size, "seed": seed,
+        "energy_cut": energy_cut, "data": digest(data), "start": digest(start),
+    }, sort_keys=True)
 
 
 def _phase_at(phases, step):
@@ -250,6 +285,7 @@ def save_checkpoint(path, state):
         "params": state.params, "adam_m": state.adam.m, "adam_v": state.adam.v,
         "adam_count": np.array(state.adam.count), "step": np.array(state.step),
         "rng_state": np.array(rng_state), "history": history,
+        "fingerprint": np.array(state.fingerprint),
     }
     atomic_savez(path, arrays)
 
@@ -257,7 +293,8 @@ def save_checkpoint(path, state):
 def load_checkpoint(path):
     """Read a checkpoint written by ``save_checkpoint``; clear errors for bad files."""
     arrays = read_npz(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
-                      ["params", "adam_m", "adam_v", "adam_count", "step", "rng_state", "history"])
+                      ["params", "adam_m", "adam_v", "adam_count", "step", "rng_state", "history",
+                       "fingerprint"])
     params = arrays["params"]
     if params.ndim != 1 or arrays["adam_m"].shape != params.shape \
             or arrays["adam_v"].shape != params.shape:
@@ -271,7 +308,8 @@ def load_checkpoint(path):
         raise ValueError(f"{path}: unreadable random-generator state ({exc})") from None
     history = [tuple(row) for row in arrays["history"]]
     history = [(int(s), ml, kl, v) for s, ml, kl, v in history]
-    return TrainState(params, adam, rng, int(arrays["step"]), history)
+    return TrainState(params, adam, rng, int(arrays["step"]), history,
+                      str(arrays["fingerprint"]))
 
 
 def atomic_savez(path, arrays):

@@ -231,3 +231,50 @@ def test_reweighted_dw4_energy_agrees_with_a_long_mcmc_estimate():
     assert effective_sample_size(log_w) > 100
     assert abs(estimate - mcmc) < 4 * combined, (estimate, error, mcmc, mcmc_error)
     assert abs(np.mean(energy) - mcmc) > 4 * combined  # reweighting was needed
+
+
+def test_a_checkpoint_is_resumed_only_by_the_run_that_wrote_it(tmp_path, dw4_data):
+    path = tmp_path / "run.npz"
+    settings = dict(data=dw4_data[1], schedule=[Phase(2)], batch_size=8, log_every=0,
+                    checkpoint=path, resume=True)
+    train(_flow_model(), seed=0, **settings)
+    with pytest.raises(ValueError, match="different run.*seed"):
+        train(_flow_model(), seed=1, **settings)
+    with pytest.raises(ValueError, match="data"):
+        train(_flow_model(), seed=0, **dict(settings, data=dw4_data[2]))
+    assert train(_flow_model(), seed=0, **settings).step == 2  # the same run resumes
+
+
+def test_sigterm_interrupts_after_the_step_and_names_the_signal(tmp_path, dw4_data):
+    def terminate_at_step_2(state):
+        if state.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    from refimpl.train import TrainingInterrupted
+    with pytest.raises(TrainingInterrupted) as info:
+        train(_flow_model(), data=dw4_data[1], schedule=[Phase(5)], batch_size=8, log_every=0,
+              checkpoint=tmp_path / "t.npz", callback=terminate_at_step_2)
+    assert info.value.signum == signal.SIGTERM
+    assert load_checkpoint(tmp_path / "t.npz").step == 2
+
+
+def test_an_ignored_sigint_stays_ignored(dw4_data):
+    def interrupt(state):
+        os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        state = train(_flow_model(), data=dw4_data[1], schedule=[Phase(3)], batch_size=8,
+                      log_every=0, callback=interrupt)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert state.step == 3
+
+
+def test_bad_training_settings_are_refused(dw4_data):
+    with pytest.raises(ValueError):
+        train(_flow_model(), data=dw4_data[1], schedule=[Phase(2)], checkpoint_every=0)
+    with pytest.raises(ValueError, match="needs a potential"):
+        train(_flow_model(), data=dw4_data[1], schedule=[Phase(2, 1.0, 0.5)])
+    with pytest.raises(ValueError, match="needs data"):
+        train(_flow_model(), potential=DoubleWell(4, 2), schedule=[Phase(2)])

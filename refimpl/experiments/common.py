@@ -62,8 +62,12 @@ def train_both(settings, data, potential, label, checkpoint_dir=None, log=sys.st
 
 
 def settings_tag(settings):
-    """A short hash of the settings: a checkpoint is resumed only by the same run."""
-    text = json.dumps(dataclasses.asdict(settings), sort_keys=True)
+    """A short hash of the settings and refimpl's version: a checkpoint is
+    resumed only by the same run of the same code."""
+    from .. import __version__
+
+    text = json.dumps({"settings": dataclasses.asdict(settings), "refimpl": __version__},
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
