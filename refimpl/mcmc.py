@@ -178,6 +178,8 @@ def metropolis_hastings(potential, x0, n_steps, step_size, rng, thin=1, mean_fre
     single = x0.ndim == 2
     chains = x0[None] if single else x0
     n_chains, k, d = chains.shape
+    if n_chains == 0:
+        raise ValueError(f"x0 has shape {x0.shape}: at least one chain is needed")
     n_coords = k * d
     x = chains.reshape(n_chains, n_coords).copy()  # the chains' states, updated in place
     u = np.empty(n_chains)

@@ -246,7 +246,8 @@ class DoubleWell(_PairPotential):
         """
         if self.a == 0.0 and self.b < 0.0 < self.c:
             w = math.sqrt(-self.b / (2.0 * self.c))
-            return np.array([self.d0 - w, self.d0 + w])
+            minima = np.array([self.d0 - w, self.d0 + w])
+            return minima[minima > 0.0]  # a distance is positive
         roots = np.roots([4.0 * self.c, 0.0, 2.0 * self.b, self.a])
         scale = max(1.0, float(np.max(np.abs(roots)))) if roots.size else 1.0
         s = np.sort(roots[np.abs(roots.imag) <= _REAL_ROOT_TOL * scale].real)

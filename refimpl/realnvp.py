@@ -255,7 +255,8 @@ class RealNVP:
     def to_coordinates(self, x):
         """Orthonormal coordinates ``u (..., n)`` of mean-free ``x (..., K, D)``."""
         x = self._check_configurations(x)
-        return rowwise_dot(anp.reshape(x, x.shape[:-2] + (-1,)), self.basis)
+        return rowwise_dot(anp.reshape(x, x.shape[:-2] + (x.shape[-2] * x.shape[-1],)),
+                           self.basis)
 
     def from_coordinates(self, u):
         """Mean-free configurations ``x (..., K, D)`` with coordinates ``u (..., n)``."""

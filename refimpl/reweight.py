@@ -26,12 +26,18 @@ def log_weights(reduced_energy, log_q):
     log_q = _as_vector(log_q, "log_q")
     if u.shape != log_q.shape:
         raise ValueError(f"reduced_energy {u.shape} and log_q {log_q.shape} differ in length")
-    return -u - log_q
+    if np.any(u == -np.inf):
+        raise ValueError("reduced_energy contains -inf: the target density is not normalizable")
+    if not np.all(np.isfinite(log_q)):
+        raise ValueError("log_q must be finite for every sample (it was drawn from q)")
+    return -u - log_q  # +inf energies give weight 0
 
 
 def normalized_weights(log_w):
     """Self-normalized weights ``w_n / sum_m w_m``, computed stably in log space."""
     log_w = _as_vector(log_w, "log_w")
+    if np.any(log_w == np.inf):
+        raise ValueError("log_w contains +inf: an infinite weight cannot be normalized")
     if not np.any(np.isfinite(log_w)):
         raise ValueError("no sample has a finite weight")
     return np.exp(log_w - logsumexp(log_w))

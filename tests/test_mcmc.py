@@ -216,3 +216,9 @@ def test_bad_inputs_raise(kwargs, exc, match):
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         metropolis_hastings(**args)
+
+
+def test_an_empty_batch_of_chains_is_refused():
+    from refimpl.potentials import DoubleWell
+    with pytest.raises(ValueError, match="at least one chain"):
+        metropolis_hastings(DoubleWell(4, 2), np.zeros((0, 4, 2)), 10, 0.1, 0)

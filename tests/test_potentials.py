@@ -263,3 +263,11 @@ def test_numba_energy_follows_the_protocol():
 def test_bad_inputs_raise_clear_errors(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_pair_minima_are_positive_distances_in_both_branches():
+    from refimpl.potentials import DoubleWell
+    closed_form = DoubleWell(2, 2, d0=1.0).pair_minima()
+    general = DoubleWell(2, 2, d0=1.0, a=1e-300).pair_minima()
+    np.testing.assert_allclose(closed_form, general, rtol=1e-12)
+    assert np.all(closed_form > 0) and closed_form.size == 1

@@ -226,3 +226,8 @@ def test_entry_points_reject_bad_inputs():
         model.sample(p, 0, 0)
     with pytest.raises(TypeError):
         model.sample(p, 2, "seed")
+
+
+def test_an_empty_batch_gives_empty_log_densities():
+    model = RealNVP(4, 2, n_layers=2, hidden=(8,), rng=0)
+    assert model.log_prob(model.params, np.zeros((0, 4, 2))).shape == (0,)

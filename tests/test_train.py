@@ -278,3 +278,14 @@ def test_bad_training_settings_are_refused(dw4_data):
         train(_flow_model(), data=dw4_data[1], schedule=[Phase(2, 1.0, 0.5)])
     with pytest.raises(ValueError, match="needs data"):
         train(_flow_model(), potential=DoubleWell(4, 2), schedule=[Phase(2)])
+
+
+def test_infinite_weights_and_energies_are_refused():
+    with pytest.raises(ValueError, match="-inf"):
+        log_weights(np.array([0.0, -np.inf]), np.zeros(2))
+    with pytest.raises(ValueError, match="log_q"):
+        log_weights(np.zeros(2), np.array([0.0, np.inf]))
+    with pytest.raises(ValueError, match=r"\+inf"):
+        effective_sample_size(np.array([0.0, np.inf]))
+    np.testing.assert_array_equal(log_weights(np.array([1.0, np.inf]), np.zeros(2)),
+                                  [-1.0, -np.inf])  # an infinite energy has weight 0
