@@ -555,7 +555,7 @@ class FieldSymmetryTests(_PropertyTests):
 
     Set ``n_particles`` and ``dim`` (ints or ``(lo, hi)`` ranges) and define
     ``field(self, x)`` mapping ``(..., K, D) -> (..., K, D)``; pytest then
-    collects three hypothesis tests (equivariance under a random group
+    collects two hypothesis tests (equivariance under a random group
     element, translation invariance included; centre of mass preserved).
     Define ``divergence(self, x) -> (...)`` too and subclass
     ``DivergenceTests`` to check it. Tolerances are class attributes::

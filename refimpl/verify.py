@@ -212,7 +212,7 @@ class Result:
     max_abs: float = 0.0  # max over cases of max |theirs - reference|
     max_rel: float = 0.0  # max over cases of that / max |reference|
     worst_case: str = ""  # the case with the largest deviation / allowed
-    worst_ratio: float = 0.0
+    worst_ratio: float = -1.0  # below any ratio: the first case is the worst until beaten
     worst_err: float = 0.0  # the deviation and the allowed deviation in the worst case
     worst_allowed: float = 0.0
     failed_cases: int = 0
@@ -239,7 +239,7 @@ def compare(golden, outputs):
                 res.max_rel = max(res.max_rel, err / scale if scale > 0 else
                                   (np.inf if err > 0 else 0.0))
                 res.failed_cases += err > allowed
-                if err / allowed >= res.worst_ratio:
+                if err / allowed > res.worst_ratio:
                     res.worst_case, res.worst_ratio = cid, err / allowed
                     res.worst_err, res.worst_allowed = err, allowed
         results.append(res)
