@@ -5,7 +5,7 @@ multi-body systems with symmetric energies". The math, with the paper's errata
 fixed, is in the README; the public names are listed in ``__all__``.
 Training lives in ``refimpl.train`` (``train``, ``Phase``, the losses),
 the paper's experiments in ``refimpl.experiments``, the property-testing
-toolkit in ``refimpl.testing`` (needs hypothesis: ``pip install refimpl[test]``).
+toolkit in ``refimpl.testing`` (needs hypothesis: ``pip install refimpl[testing]``).
 """
 
 from . import ode

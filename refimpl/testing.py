@@ -3,7 +3,7 @@
 The functions here know nothing about refimpl's internals: a checker takes a
 plain NumPy-in/NumPy-out callable, so the same property tests run against
 refimpl, a PyTorch or JAX model wrapped in a few lines, or C++ bindings.
-Requires ``hypothesis`` (refimpl's ``test`` extra).
+Requires ``hypothesis`` (refimpl's ``testing`` extra; the ``test`` extra has it too).
 
 Conventions
 -----------
@@ -71,7 +71,7 @@ try:
     from hypothesis import strategies as st
     from hypothesis.extra import numpy as hnp
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("refimpl.testing needs hypothesis: pip install 'refimpl[test]'") from exc
+    raise ImportError("refimpl.testing needs hypothesis: pip install 'refimpl[testing]'") from exc
 
 __all__ = [
     "GroupElement", "act", "configurations", "orthogonal_matrices", "permutations",
