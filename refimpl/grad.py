@@ -28,7 +28,7 @@ from autograd.tracer import getval, isbox
 from ._adjoint import adjoint_batch, replay_batch
 from ._validate import as_configurations, as_float_array, as_generator, as_positive_int
 from .flow import EquivariantFlow
-from .prior import MeanFreeNormal, check_mean_free
+from .prior import MeanFreeNormal, check_mean_free, standard_normal_log_prob
 from .psi import check_psi
 
 # Accepted step times first recorded per sample when a gradient may follow
@@ -108,14 +108,24 @@ def _solve_vjp(argnums, ans, args, kwargs):
 defvjp_argnums(_solve, _solve_vjp)
 
 
-def _transform(flow, params, x, t_start, t_end, name, frozen=None):
+def _initial_states(flow, x, name):
+    """Checked ``x (..., K, D)`` and the augmented initial states ``[x, 0]`` as rows.
+
+    The rows stay an autograd box when ``x`` is one, so gradients reach ``x``.
+    """
     x_value = as_configurations(getval(x), name, flow.n_particles, flow.dim)
+    k, d = x_value.shape[-2:]
+    rows = int(np.prod(x_value.shape[:-2], dtype=np.int64))
+    flat = anp.reshape(x if isbox(x) else x_value, (rows, k * d))
+    return x_value, anp.concatenate([flat, anp.zeros((rows, 1))], axis=1)
+
+
+def _transform(flow, params, x, t_start, t_end, name, frozen=None):
+    x_value, y0 = _initial_states(flow, x, name)
     batch_shape = x_value.shape[:-2]
     k, d = x_value.shape[-2:]
     n = k * d
-    rows = int(np.prod(batch_shape, dtype=np.int64))
-    flat = anp.reshape(x if isbox(x) else x_value, (rows, n))
-    y0 = anp.concatenate([flat, anp.zeros((rows, 1))], axis=1)
+    rows = y0.shape[0]
     if frozen is not None:
         times, n_steps = frozen
         times = np.ascontiguousarray(np.reshape(times, (rows, -1)), dtype=np.float64)
@@ -178,10 +188,9 @@ class FlowModel:
         """
         f = self.flow
         t_start, t_end = (f.t1, f.t0) if inverse else (f.t0, f.t1)
-        x = as_configurations(getval(x), "x", f.n_particles, f.dim)
-        batch_shape, (k, d) = x.shape[:-2], x.shape[-2:]
+        x_value, y0 = _initial_states(f, getval(x), "x")
+        batch_shape, (k, d) = x_value.shape[:-2], x_value.shape[-2:]
         spec = _SolveSpec(f, t_start, t_end, k, d, batch_shape)
-        y0 = np.concatenate([x.reshape(-1, k * d), np.zeros((x[..., 0, 0].size, 1))], axis=1)
         _solve(getval(params), y0, spec)
         return spec.times.reshape(batch_shape + (-1,)), spec.n_steps.reshape(batch_shape)
 
@@ -191,7 +200,7 @@ class FlowModel:
         check_mean_free(x_value, "x")
         z, logdet = self.inverse(params, x)
         k, d = x_value.shape[-2:]
-        return _normal_log_prob(z, (k - 1) * d) + logdet
+        return standard_normal_log_prob(z, (k - 1) * d) + logdet
 
     def sample(self, params, n, rng):
         """``n`` samples ``x (n, K, D)`` and their ``log q_X``, reparameterized."""
@@ -204,7 +213,3 @@ class FlowModel:
         x, logdet = self.forward(params, z)
         return x, prior.log_prob(z) - logdet
 
-
-def _normal_log_prob(z, event_dim):
-    """``MeanFreeNormal.log_prob`` in autograd.numpy (no mean-free check)."""
-    return -0.5 * anp.sum(z * z, axis=(-2, -1)) - 0.5 * event_dim * np.log(2 * np.pi)

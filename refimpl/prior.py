@@ -13,6 +13,7 @@ bgflow's ``MeanFreeNormalDistribution`` reports ``-|z|^2 / 2`` without the
 constant: add ``-((K - 1) D / 2) log(2 pi)`` to its values to compare.
 """
 
+import autograd.numpy as anp
 import numpy as np
 
 from ._validate import as_configurations, as_generator, as_positive_int
@@ -20,6 +21,16 @@ from ._validate import as_configurations, as_generator, as_positive_int
 # A configuration counts as mean-free when its centre is this small relative
 # to its largest coordinate (float64 rounding of ``remove_mean`` gives ~1e-16).
 MEAN_FREE_RTOL = 1e-10
+
+
+def standard_normal_log_prob(z, event_dim, axis=(-2, -1)):
+    """``-|z|^2 / 2 - (event_dim / 2) log(2 pi)``, summing ``|z|^2`` over ``axis``.
+
+    The log-density of a standard normal in ``event_dim`` orthonormal
+    coordinates; ``autograd.numpy``, so it differentiates. With ``axis``
+    ``(-2, -1)`` and ``event_dim = (K - 1) D`` it is ``MeanFreeNormal``'s.
+    """
+    return -0.5 * anp.sum(z * z, axis=axis) - 0.5 * event_dim * np.log(2 * np.pi)
 
 
 def remove_mean(x):
@@ -78,7 +89,7 @@ class MeanFreeNormal:
         """
         z = as_configurations(z, "z", self.n_particles, self.dim)
         check_mean_free(z, "z")
-        return -0.5 * np.sum(z * z, axis=(-2, -1)) - 0.5 * self.event_dim * np.log(2 * np.pi)
+        return standard_normal_log_prob(z, self.event_dim)
 
     def __repr__(self):
         return f"MeanFreeNormal(n_particles={self.n_particles}, dim={self.dim})"

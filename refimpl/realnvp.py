@@ -79,7 +79,7 @@ from numba import njit
 
 from ._validate import (as_configurations, as_finite_float, as_float_array, as_generator,
                         as_positive_float, as_positive_int, check_finite)
-from .prior import check_mean_free
+from .prior import check_mean_free, standard_normal_log_prob
 
 
 @njit(cache=True)
@@ -125,10 +125,6 @@ def helmert_basis(n_particles, dim):
         h[j - 1] /= np.sqrt(j * (j + 1.0))
     return np.kron(h.T, np.eye(d))
 
-
-def _standard_normal_log_prob(z):
-    n = z.shape[-1]
-    return -0.5 * anp.sum(z * z, axis=-1) - 0.5 * n * np.log(2 * np.pi)
 
 
 class RealNVP:
@@ -280,7 +276,7 @@ class RealNVP:
         Raises ``ValueError`` for a configuration that is not mean-free.
         """
         z, logdet = self.inverse(params, self.to_coordinates(x))
-        return _standard_normal_log_prob(z) + logdet
+        return standard_normal_log_prob(z, self.event_dim, axis=-1) + logdet
 
     def sample(self, params, n, rng):
         """``n`` samples ``x (n, K, D)`` and their ``log_q (n,)``, reparameterized in ``params``.
@@ -292,7 +288,7 @@ class RealNVP:
         n = as_positive_int(n, "n")
         z = as_generator(rng).standard_normal((n, self.event_dim))
         u, logdet = self.forward(params, z)
-        log_q = _standard_normal_log_prob(z) - logdet
+        log_q = standard_normal_log_prob(z, self.event_dim, axis=-1) - logdet
         if not isbox(u):
             check_finite(u, "sampled coordinates")
         return self.from_coordinates(u), log_q
