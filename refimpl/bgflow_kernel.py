@@ -72,6 +72,7 @@ import numpy as np
 from numba import njit
 
 from ._validate import as_configurations, as_finite_float, as_float_array
+from .files import read_npz
 from .psi import PAIR2_SIG, PAIR_SIG, PAIR_VJP_SIG, PREPARE_SIG, PREPARE_VJP_SIG, Psi
 
 KERNEL_EPS = 1e-6    # bgflow's rbf_kernels: K_k = g_k / (KERNEL_EPS + sum_m g_m)
@@ -301,15 +302,13 @@ class BgflowKernel(Psi):
 
     @classmethod
     def from_npz(cls, path, optimize_d_gammas=False, optimize_t_gammas=False):
-        """Load the arrays listed in the module docstring from an ``.npz``."""
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {key: npz[key] for key in npz.files}
-        except FileNotFoundError:
-            raise
-        except Exception as exc:  # not a zip, truncated, pickled content
-            raise ValueError(f"{path} is not a readable .npz ({type(exc).__name__}: {exc})") \
-                from None
+        """Load the arrays listed in the module docstring from an ``.npz``.
+
+        The file is read by ``refimpl.files.read_npz`` (no pickles, only the
+        names in ``NPZ_NAMES``, float arrays); errors name the file and the array.
+        """
+        arrays = read_npz(path, "bgflow kernel file (.npz)", required=NPZ_NAMES,
+                          fields={name: "f" for name in NPZ_NAMES})
         try:
             return cls.from_arrays(optimize_d_gammas, optimize_t_gammas, **arrays)
         except (ValueError, TypeError) as exc:

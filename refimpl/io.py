@@ -1,7 +1,8 @@
 """Saving and loading trained models as one ``.npz`` (no pickles).
 
-A model file holds plain named arrays, written atomically (temporary file,
-then rename) and read with ``allow_pickle=False``:
+A model file holds plain named arrays, written atomically and read with the
+checks of ``refimpl.files`` (no pickles; every member's dtype and size
+checked before anything is allocated):
 
 ``format``, ``version``
     ``"refimpl-model"`` and ``1``.
@@ -20,7 +21,8 @@ potential (optional)
     ``n_particles, dim``) and ``potential_pairs``.
 
 Anything truncated, corrupted, of another format or version, or
-inconsistent raises ``ValueError`` naming the file and the field.
+inconsistent raises ``refimpl.files.FileFormatError`` (a ``ValueError``)
+naming the file and the field.
 """
 
 import numpy as np
@@ -31,12 +33,22 @@ from .grad import FlowModel
 from .mlp import TanhMLP
 from .potentials import DoubleWell, LennardJones
 from .rbf import RBFKernel
-from .realnvp import RealNVP
-from .train import atomic_savez, read_npz
+from .files import FileFormatError, read_npz, save_npz
+from .realnvp import RealNVP, n_coupling_params
 
 MODEL_FORMAT = "refimpl-model"
 MODEL_VERSION = 1
 _FAMILIES = {"RBFKernel": RBFKernel, "TanhMLP": TanhMLP, "BgflowKernel": BgflowKernel}
+# The fields a model file may hold and the dtype kinds of each (files.read_npz).
+_FIELDS = {
+    "format": "U", "version": "iu", "kind": "U", "psi_family": "U", "psi_theta": "iuf",
+    "t0": "iuf", "t1": "iuf", "rtol": "iuf", "atol": "iuf", "max_steps": "iu",
+    "n_particles": "iu", "dim": "iu", "n_layers": "iu", "hidden": "iu", "init_scale": "iuf",
+    "scale_clamp": "iuf", "params": "iuf", "potential_kind": "U", "potential_values": "iuf",
+    "potential_pairs": "U", "potential_size": "iu",
+}
+# The solver counts steps in 64-bit integers; a larger bound is surely a corrupted file.
+MAX_STEPS_LIMIT = 2**62
 _POTENTIAL_FIELDS = {
     "DoubleWell": ("a", "b", "c", "d0", "temperature"),
     "LennardJones": ("epsilon", "r_m", "tether", "temperature"),
@@ -77,7 +89,7 @@ def save_model(path, model, potential=None, params=None):
     else:
         raise TypeError(f"cannot save a {type(model).__name__}")
     arrays.update(_potential_arrays(potential))
-    atomic_savez(path, arrays)
+    save_npz(path, arrays)
 
 
 def _potential_arrays(potential):
@@ -98,62 +110,62 @@ def load_model(path):
 
     ``model`` is an ``EquivariantFlow`` (its psi carries the trained
     parameters) or a ``RealNVP`` whose ``params`` are the saved ones;
-    ``potential`` is ``None`` if none was saved.
+    ``potential`` is ``None`` if none was saved. Every field is checked
+    (dtype, shape, range) before anything is built from it; errors are
+    ``FileFormatError`` (a ``ValueError``) naming the file and the field.
     """
-    arrays = read_npz(path, MODEL_FORMAT, MODEL_VERSION, ["kind", "potential_kind"])
-    kind = str(arrays["kind"])
+    f = read_npz(path, "refimpl model file", fields=_FIELDS, file_format=(MODEL_FORMAT,
+                                                                          MODEL_VERSION),
+                 required=["kind", "potential_kind"])
+    kind = f.string("kind")
     try:
         if kind == "equivariant_flow":
-            family = str(_field(arrays, path, "psi_family"))
+            family = f.string("psi_family")
             if family not in _FAMILIES:
-                raise ValueError(f"{path}: unknown psi family {family!r}")
-            psi = _FAMILIES[family].from_theta(_field(arrays, path, "psi_theta"))
-            k, d = (int(_field(arrays, path, f)) for f in ("n_particles", "dim"))
-            model = EquivariantFlow(psi, *(float(_field(arrays, path, f)) for f in
-                                           ("t0", "t1", "rtol", "atol")),
-                                    int(_field(arrays, path, "max_steps")),
+                raise FileFormatError(f"{f.path}: field 'psi_family' is {family!r}; known: "
+                                      f"{', '.join(sorted(_FAMILIES))}")
+            psi = _FAMILIES[family].from_theta(f.floats("psi_theta", ndim=1))
+            k, d = f.integer("n_particles", minimum=-1), f.integer("dim", minimum=-1)
+            model = EquivariantFlow(psi, *(f.real(name) for name in ("t0", "t1", "rtol", "atol")),
+                                    f.integer("max_steps", minimum=1, maximum=MAX_STEPS_LIMIT),
                                     n_particles=None if k < 0 else k, dim=None if d < 0 else d)
         elif kind == "realnvp":
-            model = RealNVP(int(_field(arrays, path, "n_particles")),
-                            int(_field(arrays, path, "dim")),
-                            n_layers=int(_field(arrays, path, "n_layers")),
-                            hidden=tuple(int(h) for h in _field(arrays, path, "hidden")),
-                            init_scale=float(_field(arrays, path, "init_scale")),
-                            scale_clamp=float(_field(arrays, path, "scale_clamp")))
-            params = _field(arrays, path, "params")
-            if params.shape != (model.n_params,):
-                raise ValueError(f"{path}: params has shape {params.shape}, the architecture "
-                                 f"needs ({model.n_params},)")
-            model.params = params.astype(np.float64)
+            k, d = f.integer("n_particles", minimum=2), f.integer("dim", minimum=1)
+            n_layers = f.integer("n_layers", minimum=1)
+            hidden = tuple(int(h) for h in f.integers("hidden", minimum=1))
+            params = f.floats("params", ndim=1)
+            # Check the size before building: the basis alone is (K D)^2 numbers.
+            need = n_coupling_params((k - 1) * d, n_layers, hidden)
+            if params.size != need:
+                raise FileFormatError(f"{f.path}: field 'params' holds {params.size} numbers; "
+                                      f"n_particles={k}, dim={d}, n_layers={n_layers}, "
+                                      f"hidden={hidden} need {need}")
+            model = RealNVP(k, d, n_layers=n_layers, hidden=hidden,
+                            init_scale=f.real("init_scale"),
+                            scale_clamp=f.real("scale_clamp"))
+            model.params = params
         else:
-            raise ValueError(f"{path}: unknown model kind {kind!r}")
-        return model, _load_potential(arrays, path)
+            raise FileFormatError(f"{f.path}: field 'kind' is {kind!r}; expected "
+                                  "'equivariant_flow' or 'realnvp'")
+        return model, _load_potential(f)
     except (TypeError, ValueError) as exc:
         message = str(exc)
-        raise ValueError(message if message.startswith(str(path)) else f"{path}: {message}") \
+        raise FileFormatError(message if message.startswith(f.path) else f"{f.path}: {message}") \
             from None
 
 
-def _field(arrays, path, name):
-    if name not in arrays:
-        raise ValueError(f"{path} lacks the field {name!r}")
-    return arrays[name]
-
-
-def _load_potential(arrays, path):
-    kind = str(arrays["potential_kind"])
+def _load_potential(f):
+    kind = f.string("potential_kind")
     if kind == "none":
         return None
     if kind not in _POTENTIAL_FIELDS:
-        raise ValueError(f"{path}: unknown potential kind {kind!r}")
-    values = _field(arrays, path, "potential_values")
+        raise FileFormatError(f"{f.path}: field 'potential_kind' is {kind!r}; known: none, "
+                              f"{', '.join(sorted(_POTENTIAL_FIELDS))}")
     names = _POTENTIAL_FIELDS[kind]
-    if values.shape != (len(names),):
-        raise ValueError(f"{path}: potential_values has shape {values.shape}, expected "
-                         f"({len(names)},)")
-    k, d = (int(v) for v in _field(arrays, path, "potential_size"))
+    values = f.floats("potential_values", shape=(len(names),))
+    size = f.integers("potential_size", minimum=1, shape=(2,))
     settings = dict(zip(names, (float(v) for v in values)))
     if kind == "DoubleWell":
-        settings["pairs"] = str(_field(arrays, path, "potential_pairs"))
-        return DoubleWell(k, d, **settings)
-    return LennardJones(k, d, **settings)
+        settings["pairs"] = f.string("potential_pairs")
+        return DoubleWell(int(size[0]), int(size[1]), **settings)
+    return LennardJones(int(size[0]), int(size[1]), **settings)

@@ -126,6 +126,20 @@ def helmert_basis(n_particles, dim):
     return np.kron(h.T, np.eye(d))
 
 
+def n_coupling_params(event_dim, n_layers, hidden):
+    """Number of parameters of a ``RealNVP`` (``event_dim = (K - 1) D``), without building it.
+
+    Layer ``l`` moves the coordinates ``i`` with ``i + l`` even (all of them
+    when ``event_dim = 1``); its conditioner maps the kept ones through
+    ``hidden`` to a shift and a log-scale per moved coordinate.
+    """
+    total = 0
+    for layer in range(n_layers):
+        move = event_dim if event_dim == 1 else (event_dim + 1 - layer % 2) // 2
+        widths = (event_dim - move,) + tuple(hidden) + (2 * move,)
+        total += sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    return total
+
 
 class RealNVP:
     """RealNVP on orthonormal coordinates of the mean-free subspace.
@@ -170,7 +184,7 @@ class RealNVP:
             self._splits.append((keep, move, order))
             widths = (keep.size,) + self.hidden + (2 * move.size,)
             self._shapes.append([((a, b), (b,)) for a, b in zip(widths[:-1], widths[1:])])
-        self.n_params = sum(int(np.prod(w)) + b[0] for layer in self._shapes for w, b in layer)
+        self.n_params = n_coupling_params(n, self.n_layers, self.hidden)
         self.params = self._initial_params(as_generator(rng))
 
     @property

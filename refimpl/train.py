@@ -33,9 +33,13 @@ import autograd.numpy as anp
 import numpy as np
 
 from ._validate import as_configurations, as_positive_float, as_positive_int
+from .files import FileFormatError, read_npz, save_npz
 
 CHECKPOINT_FORMAT = "refimpl-checkpoint"
 CHECKPOINT_VERSION = 1
+_CHECKPOINT_FIELDS = {"format": "U", "version": "iu", "params": "f", "adam_m": "f",
+                      "adam_v": "f", "adam_count": "iu", "step": "iu", "rng_state": "U",
+                      "history": "f", "fingerprint": "U"}
 
 
 def ml_loss(model, params, x):
@@ -153,7 +157,11 @@ def train(model, params=None, *, data=None, potential=None, schedule, batch_size
     start = np.array(model.params if params is None else params, dtype=np.float64)
     fingerprint = _fingerprint(phases, batch_size, kl_batch_size, seed, energy_cut, data, start)
     if resume and checkpoint is not None and os.path.exists(checkpoint):
-        state = load_checkpoint(checkpoint)
+        try:
+            state = load_checkpoint(checkpoint)
+        except FileFormatError as exc:
+            raise FileFormatError(f"{exc}. The checkpoint cannot be resumed: delete "
+                                  f"{checkpoint} to start this training from step 0") from None
         if state.params.shape != start.shape:
             raise ValueError(f"checkpoint {checkpoint} holds {state.params.size} parameters, "
                              f"the model has {start.size}")
@@ -277,7 +285,7 @@ def _log_progress(log, state, total, first_step, started):
 
 
 def save_checkpoint(path, state):
-    """Write ``state`` to ``path`` (an ``.npz``) atomically: temporary file, then rename."""
+    """Write ``state`` to ``path`` (an ``.npz``) atomically (``refimpl.files.save_npz``)."""
     rng_state = json.dumps(state.rng.bit_generator.state)
     history = np.array(state.history, dtype=np.float64).reshape(-1, 4)
     arrays = {
@@ -287,73 +295,33 @@ def save_checkpoint(path, state):
         "rng_state": np.array(rng_state), "history": history,
         "fingerprint": np.array(state.fingerprint),
     }
-    atomic_savez(path, arrays)
+    save_npz(path, arrays)
 
 
 def load_checkpoint(path):
-    """Read a checkpoint written by ``save_checkpoint``; clear errors for bad files."""
-    arrays = read_npz(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
-                      ["params", "adam_m", "adam_v", "adam_count", "step", "rng_state", "history",
-                       "fingerprint"])
-    params = arrays["params"]
-    if params.ndim != 1 or arrays["adam_m"].shape != params.shape \
-            or arrays["adam_v"].shape != params.shape:
-        raise ValueError(f"{path}: parameter and optimizer arrays do not match")
+    """Read a checkpoint written by ``save_checkpoint``.
+
+    Raises ``FileFormatError`` (a ``ValueError``) naming the file and the
+    field for a truncated, corrupted or foreign file.
+    """
+    f = read_npz(path, "training checkpoint", fields=_CHECKPOINT_FIELDS,
+                 required=list(_CHECKPOINT_FIELDS),
+                 file_format=(CHECKPOINT_FORMAT, CHECKPOINT_VERSION))
+    params = f.floats("params", ndim=1)
     adam = Adam(params.size)
-    adam.m, adam.v, adam.count = arrays["adam_m"], arrays["adam_v"], int(arrays["adam_count"])
+    adam.m = f.floats("adam_m", shape=params.shape)
+    adam.v = f.floats("adam_v", shape=params.shape)
+    adam.count = f.integer("adam_count", minimum=0)
     rng = np.random.default_rng()
     try:
-        rng.bit_generator.state = json.loads(str(arrays["rng_state"]))
+        rng.bit_generator.state = json.loads(f.string("rng_state"))
     except (ValueError, TypeError, KeyError) as exc:
-        raise ValueError(f"{path}: unreadable random-generator state ({exc})") from None
-    history = [tuple(row) for row in arrays["history"]]
-    history = [(int(s), ml, kl, v) for s, ml, kl, v in history]
-    return TrainState(params, adam, rng, int(arrays["step"]), history,
-                      str(arrays["fingerprint"]))
-
-
-def atomic_savez(path, arrays):
-    """``np.savez`` to a temporary file in the same folder, then rename over ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def read_npz(path, expected_format, expected_version, required):
-    """Load an ``.npz`` with ``allow_pickle=False`` and check its header and keys.
-
-    Any unreadable, truncated or corrupted file, or one of another format or
-    version, raises ``ValueError`` naming the file and the problem.
-    """
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # zipfile.BadZipFile, CRC errors, truncation, pickled content
-        raise ValueError(f"{path} is not a readable refimpl file ({type(exc).__name__}: "
-                         f"{exc})") from None
-    fmt = str(arrays.get("format", ""))
-    if fmt != expected_format:
-        raise ValueError(f"{path} is not a {expected_format} file (format field: {fmt!r})")
-    version = int(arrays.get("version", -1))
-    if version != expected_version:
-        raise ValueError(f"{path} has format version {version}; this refimpl reads "
-                         f"version {expected_version}")
-    missing = [key for key in required if key not in arrays]
-    if missing:
-        raise ValueError(f"{path} lacks the fields {missing}")
-    for key, value in arrays.items():
-        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-            raise ValueError(f"{path}: field {key!r} contains NaN or infinite values")
-    return arrays
+        raise FileFormatError(f"{path}: field 'rng_state' is not a random-generator state "
+                              f"({exc})") from None
+    history = f.floats("history", ndim=2)
+    if history.shape[1:] != (4,):
+        raise FileFormatError(f"{path}: field 'history' has shape {history.shape}, expected "
+                              "(steps, 4)")
+    history = [(int(s), ml, kl, v) for s, ml, kl, v in history.tolist()]
+    return TrainState(params, adam, rng, f.integer("step", minimum=0), history,
+                      f.string("fingerprint"))

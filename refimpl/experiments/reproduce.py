@@ -20,7 +20,6 @@ training where it stopped, with bit-identical results.
 """
 
 import dataclasses
-import json
 import pathlib
 import platform
 import sys
@@ -30,7 +29,7 @@ import numpy as np
 
 from .. import __version__
 from ..io import save_model
-from ..train import atomic_savez
+from ..files import save_npz, write_json, write_text
 from . import discovery, figure, generalization
 from .common import system
 from .settings import Settings
@@ -62,8 +61,8 @@ def reproduce(out="results", quick=False, seed=0, log=sys.stderr):
         result = run(settings, out / "checkpoints", log=log)
         timings[key] = time.perf_counter() - t
         record, markdown = summarize(result)
-        _write_text(out / f"{stem}.md", f"{heading}\n\n{markdown}")
-        _write_json(out / f"{stem}.json", record)
+        write_text(out / f"{stem}.md", f"{heading}\n\n{markdown}")
+        write_json(out / f"{stem}.json", record)
         print(markdown, file=log, flush=True)
         results.append(result)
     exp1, exp2 = results
@@ -73,30 +72,20 @@ def reproduce(out="results", quick=False, seed=0, log=sys.stderr):
         for name, row in result["models"].items():
             save_model(out / "models" / f"{label}_{name}.npz", row["model"], potential,
                        params=row["params"])
-    atomic_savez(out / "data" / "exp1_trajectory.npz",
+    save_npz(out / "data" / "exp1_trajectory.npz",
                  {"samples": exp1["data"]["samples"], "energies": exp1["data"]["energies"],
                   "seed": np.array(seed), "n_train": np.array(exp1["data"]["n_train"])})
-    atomic_savez(out / "data" / "exp2_training_set.npz",
+    save_npz(out / "data" / "exp2_training_set.npz",
                  {"samples": exp2["training"]["data"], "state": exp2["training"]["state"],
                   "seed": np.array(seed)})
     t = time.perf_counter()
     figure.draw(out / "figure1.png", exp1, exp2, potential, settings)
     timings["figure"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
-    _write_json(out / "run.json", {
+    write_json(out / "run.json", {
         "settings": dataclasses.asdict(settings), "quick": quick, "timings_seconds": timings,
         "refimpl": __version__, "python": platform.python_version(),
         "machine": platform.machine(), "numpy": np.__version__,
     })
     print(f"done in {timings['total']:.0f} s; results in {out}/", file=log, flush=True)
     return sorted(str(p) for p in out.rglob("*") if p.is_file())
-
-
-def _write_text(path, text):
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def _write_json(path, record):
-    _write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
