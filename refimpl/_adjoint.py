@@ -176,17 +176,3 @@ def replay_batch(Y0, t0, times, n_steps, theta, ctx_size, prepare, pair, K, D, Y
         replay_one(Y0[b], t0, times[b], m, (theta, ctx, prepare, pair, K, D),
                    np.empty((m, N_STAGES, n)), np.empty((m, N_STAGES + 1, n)),
                    np.empty((m, N_STAGES)), np.empty(m), Y[b])
-
-
-@njit(types.void(_mat, _f8, _mat, _vec, _i8, PREPARE_TYPE, PAIR2_TYPE, PAIR_VJP_TYPE,
-                 PREPARE_VJP_TYPE, _i8, _i8, _mat, _mat), cache=True, parallel=True)
-def rhs_vjp_batch(Y, t, Kbar, theta, ctx_size, prepare, pair2, pair_vjp, prepare_vjp, K, D,
-                  Ybar, theta_bar):
-    """``augmented_rhs_vjp`` for every row (zeroed outputs first); for tests."""
-    for b in prange(Y.shape[0]):
-        ctx = np.empty(max(ctx_size, 1))
-        ctx_bar = np.empty(max(ctx_size, 1))
-        Ybar[b, :] = 0.0
-        theta_bar[b, :] = 0.0
-        augmented_rhs_vjp(t, Y[b], Kbar[b], theta, ctx, ctx_bar, prepare, pair2, pair_vjp,
-                          prepare_vjp, K, D, Ybar[b], theta_bar[b])

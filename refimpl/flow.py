@@ -13,23 +13,16 @@ sequence per sample. Then ``log q_X(x(t_1)) = log q_Z(z) + l(t_1)`` and
 ``t_1`` back to ``t_0``, and again ``log |det dz/dx| = -l(t_0)``.
 """
 
-from dataclasses import dataclass
+from autograd.tracer import getval, isbox
 
-import numpy as np
-
-from . import ode
-from ._kernels import field_and_divergence_batch, solve_flow_batch
+from . import _engine
+from ._engine import SolverError, SolverStats
 from ._validate import (as_configurations, as_finite_float, as_generator, as_positive_float,
                         as_positive_int, as_solver_rtol)
-from .prior import MeanFreeNormal, check_mean_free
+from .prior import MeanFreeNormal, check_mean_free, standard_normal_log_prob
 from .psi import check_psi
 
-
-def _flatten(x):
-    """``(..., K, D)`` -> ``(B, K * D)`` C-contiguous, with the batch shape."""
-    batch_shape = x.shape[:-2]
-    k, d = x.shape[-2:]
-    return np.ascontiguousarray(x.reshape(-1, k * d)), batch_shape, k, d
+__all__ = ["EquivariantFlow", "SolverError", "SolverStats", "divergence", "vector_field"]
 
 
 def vector_field(x, t, psi):
@@ -50,36 +43,7 @@ def divergence(x, t, psi):
 
 def _field_and_divergence(x, t, psi):
     check_psi(psi)
-    x = as_configurations(x)
-    t = as_finite_float(t, "t")
-    flat, batch_shape, k, d = _flatten(x)
-    g = np.empty_like(flat)
-    div = np.empty(flat.shape[0])
-    field_and_divergence_batch(flat, t, psi.theta, int(psi.ctx_size), psi.prepare, psi.pair,
-                               k, d, g, div)
-    return g.reshape(x.shape), div.reshape(batch_shape)
-
-
-class SolverError(RuntimeError):
-    """An ODE solve did not reach its end time.
-
-    Attributes ``sample`` (index into the batch), ``status`` (an
-    ``refimpl.ode`` status code) and ``t`` (the time reached).
-    """
-
-    def __init__(self, sample, status, t, detail=""):
-        self.sample, self.status, self.t = sample, status, t
-        super().__init__(f"sample {sample} of the batch: {ode.STATUS_MESSAGES[status]} "
-                         f"(stopped at t = {t!r}){detail}")
-
-
-@dataclass(frozen=True)
-class SolverStats:
-    """Per-sample solver counts, each an int array of the batch shape."""
-
-    nfev: np.ndarray  # right-hand-side evaluations
-    naccept: np.ndarray  # accepted steps
-    nreject: np.ndarray  # rejected step attempts
+    return _engine.field_and_divergence(psi, as_configurations(x), as_finite_float(t, "t"))
 
 
 class EquivariantFlow:
@@ -104,7 +68,12 @@ class EquivariantFlow:
     unchanged. ``log_prob`` requires mean-free input (the density is defined
     on the mean-free subspace) and raises ``ValueError`` otherwise.
 
-    After each solve, ``last_stats`` holds the per-sample ``SolverStats``.
+    Solver statistics: every method takes ``return_stats=True`` to return
+    the per-sample ``SolverStats`` of its solve as an extra last element. For
+    convenience ``last_stats`` also holds those of the latest ``forward``,
+    ``inverse``, ``log_prob`` or ``sample`` call on this object (also one that
+    raised ``SolverError``); nothing else sets it (``FlowModel``'s solves do
+    not), and it is not meant for concurrent use of one flow from threads.
     """
 
     def __init__(self, psi, t0=0.0, t1=1.0, rtol=1e-6, atol=1e-8, max_steps=10_000, *,
@@ -123,84 +92,78 @@ class EquivariantFlow:
         self.dim = None if dim is None else as_positive_int(dim, "dim")
         self.last_stats = None
 
-    def _integrate(self, x, name, t_start, t_end):
-        check_psi(self.psi)
-        x = as_configurations(x, name, self.n_particles, self.dim)
-        flat, batch_shape, k, d = _flatten(x)
-        n = k * d
-        y0 = np.zeros((flat.shape[0], n + 1))
-        y0[:, :n] = flat
-        y, _, _ = self.solve_augmented(y0, t_start, t_end, self.psi.theta, k, d, batch_shape)
-        return y[:, :n].reshape(x.shape), -y[:, n].reshape(batch_shape)
+    # --- the one implementation, shared with refimpl.FlowModel ----------------------------------
+    # ``params`` is None (psi's own parameters) or the trainable vector, possibly an autograd
+    # box; each returns its values followed by the SolverStats of its solve (None for a replay).
 
-    def solve_augmented(self, y0, t_start, t_end, theta, k, d, batch_shape, record=0):
-        """Solve the augmented ODE for the rows of ``y0 (B, K D + 1)``.
+    def _transport(self, params, x, inverse=False, frozen=None, record=False):
+        """``_engine.transport`` of configurations ``x`` over this flow's interval."""
+        name = "x" if inverse else "z"
+        x_value = as_configurations(getval(x), name, self.n_particles, self.dim)
+        t_start, t_end = (self.t1, self.t0) if inverse else (self.t0, self.t1)
+        solver = _engine.Solver(self.psi, self.rtol, self.atol, self.max_steps)
+        return _engine.transport(solver, params, x if isbox(x) else x_value, t_start, t_end,
+                                 frozen, record)
 
-        The engine under ``forward``/``inverse`` and the gradient primitive
-        (``refimpl.grad``): ``theta`` replaces ``psi.theta``, ``record`` is the
-        number of accepted step times kept per sample. Returns the final
-        states ``(B, K D + 1)``, the times ``(B, record)`` and the counts
-        ``(B, 3)``; sets ``last_stats``; raises ``SolverError`` for the first
-        sample (in ``batch_shape`` order) that did not reach ``t_end``.
-        """
-        n_batch = y0.shape[0]
-        y = np.empty_like(y0)
-        stats = np.zeros((n_batch, 3), dtype=np.int64)
-        status = np.zeros(n_batch, dtype=np.int64)
-        t_reached = np.empty(n_batch)
-        times = np.empty((n_batch, record))
-        solve_flow_batch(y0, t_start, t_end, self.rtol, self.atol, self.max_steps, theta,
-                         int(self.psi.ctx_size), self.psi.prepare, self.psi.pair, k, d, y, stats,
-                         status, t_reached, times)
-        self.last_stats = SolverStats(*(stats[:, c].reshape(batch_shape) for c in range(3)))
-        failed = np.flatnonzero(status != ode.SUCCESS)
-        if failed.size:
-            b = failed[0]
-            index = np.unravel_index(b, batch_shape) if batch_shape else ()
-            more = f"; {failed.size - 1} more samples failed" if failed.size > 1 else ""
-            detail = (f" after {stats[b, ode.NACCEPT]} accepted and {stats[b, ode.NREJECT]}"
-                      f" rejected steps (rtol={self.rtol}, atol={self.atol},"
-                      f" max_steps={self.max_steps}){more}")
-            raise SolverError(tuple(int(i) for i in index), int(status[b]), float(t_reached[b]),
-                              detail)
-        return y, times, stats
+    def _log_prob(self, params, x):
+        x_value = as_configurations(getval(x), "x", self.n_particles, self.dim)
+        check_mean_free(x_value, "x")
+        z, logdet, stats, _ = self._transport(params, x, inverse=True)
+        k, d = x_value.shape[-2:]
+        return standard_normal_log_prob(z, (k - 1) * d) + logdet, stats
 
-    def forward(self, z):
-        """Push ``z (..., K, D)`` from ``t0`` to ``t1``.
-
-        Returns ``x`` of the same shape and ``logdet = log|det dx/dz|`` of
-        shape ``(...)``, the Jacobian taken on the mean-free subspace.
-        """
-        return self._integrate(z, "z", self.t0, self.t1)
-
-    def inverse(self, x):
-        """Pull ``x (..., K, D)`` back from ``t1`` to ``t0``.
-
-        Returns ``z`` and ``logdet = log|det dz/dx|``, shape ``(...)``.
-        """
-        return self._integrate(x, "x", self.t1, self.t0)
-
-    def log_prob(self, x):
-        """Normalized ``log q_X(x)`` for mean-free ``x (..., K, D)``, shape ``(...)``."""
-        x = as_configurations(x, "x", self.n_particles, self.dim)
-        check_mean_free(x, "x")
-        z, logdet = self.inverse(x)
-        prior = MeanFreeNormal(x.shape[-2], x.shape[-1])
-        return prior.log_prob(z) + logdet
-
-    def sample(self, n, rng):
-        """Draw ``n`` samples; returns ``x (n, K, D)`` and ``log q_X(x)`` of shape ``(n,)``.
-
-        Needs ``n_particles`` and ``dim`` set at construction. ``rng`` is a
-        ``numpy.random.Generator`` or an integer seed.
-        """
+    def _sample(self, params, n, rng):
         if self.n_particles is None or self.dim is None:
             raise ValueError("sample needs the flow built with n_particles=K and dim=D")
         n = as_positive_int(n, "n")
         prior = MeanFreeNormal(self.n_particles, self.dim)
         z = prior.sample(n, as_generator(rng))
-        x, logdet = self.forward(z)
-        return x, prior.log_prob(z) - logdet
+        x, logdet, stats, _ = self._transport(params, z)
+        return x, prior.log_prob(z) - logdet, stats
+
+    def _public(self, compute, return_stats):
+        """Run ``compute() -> (*values, stats)`` for a public method: ``last_stats`` set."""
+        check_psi(self.psi)
+        try:
+            *values, stats = compute()
+        except SolverError as err:
+            self.last_stats = err.stats
+            raise
+        self.last_stats = stats
+        if return_stats:
+            values.append(stats)
+        return values[0] if len(values) == 1 else tuple(values)
+
+    # --- public -----------------------------------------------------------------------------------
+
+    def forward(self, z, return_stats=False):
+        """Push ``z (..., K, D)`` from ``t0`` to ``t1``.
+
+        Returns ``x`` of the same shape and ``logdet = log|det dx/dz|`` of
+        shape ``(...)``, the Jacobian taken on the mean-free subspace (and
+        the ``SolverStats`` if ``return_stats``).
+        """
+        return self._public(lambda: self._transport(None, z)[:3], return_stats)
+
+    def inverse(self, x, return_stats=False):
+        """Pull ``x (..., K, D)`` back from ``t1`` to ``t0``.
+
+        Returns ``z`` and ``logdet = log|det dz/dx|``, shape ``(...)`` (and
+        the ``SolverStats`` if ``return_stats``).
+        """
+        return self._public(lambda: self._transport(None, x, inverse=True)[:3], return_stats)
+
+    def log_prob(self, x, return_stats=False):
+        """Normalized ``log q_X(x)`` for mean-free ``x (..., K, D)``, shape ``(...)``."""
+        return self._public(lambda: self._log_prob(None, x), return_stats)
+
+    def sample(self, n, rng, return_stats=False):
+        """Draw ``n`` samples; returns ``x (n, K, D)`` and ``log q_X(x)`` of shape ``(n,)``.
+
+        Needs ``n_particles`` and ``dim`` set at construction. ``rng`` is a
+        ``numpy.random.Generator`` or an integer seed.
+        """
+        return self._public(lambda: self._sample(None, n, rng), return_stats)
 
     def __repr__(self):
         return (f"EquivariantFlow({self.psi!r}, t0={self.t0}, t1={self.t1}, rtol={self.rtol}, "

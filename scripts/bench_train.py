@@ -69,10 +69,9 @@ def time_steps(batch=64, repeats=20):
     params = model.params
     step(params, rng)  # compile / warm up
     timer = _Timer()
-    import refimpl.flow as flow_module
-    import refimpl.grad as grad_module
-    timer.wrap(flow_module, "solve_flow_batch", "forward")
-    timer.wrap(grad_module, "adjoint_batch", "adjoint")
+    import refimpl._engine as engine
+    timer.wrap(engine, "solve_flow_batch", "forward")
+    timer.wrap(engine, "adjoint_batch", "adjoint")
     try:
         start = time.perf_counter()
         for _ in range(repeats):
@@ -94,8 +93,8 @@ def peak_memory(batch, tol):
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     z = refimpl.MeanFreeNormal(4, 2).sample(batch, 3)
-    model.forward(model.params, z)
-    return peak, float(model.flow.last_stats.naccept.mean())
+    stats = model.forward(model.params, z, return_stats=True)[2]
+    return peak, float(stats.naccept.mean())
 
 
 def main():

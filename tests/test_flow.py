@@ -3,6 +3,7 @@ batch and thread independence, and its errors."""
 
 import math
 
+import autograd
 import numba
 import numpy as np
 import pytest
@@ -160,6 +161,40 @@ def test_statistics_are_reported_per_sample():
     assert np.all(stats.naccept >= 1)
 
 
+def test_statistics_come_with_the_result_and_only_public_calls_set_last_stats():
+    flow = refimpl.EquivariantFlow(_rbf(), rtol=1e-8, atol=1e-8, n_particles=4, dim=2)
+    x, log_q, stats = flow.sample(3, 5, return_stats=True)
+    assert flow.last_stats is stats and stats.nfev.shape == (3,)
+    # FlowModel's solves (here on 7 points, with and without a gradient) report their own
+    # statistics and leave the flow's alone
+    model = refimpl.FlowModel(flow)
+    data = refimpl.MeanFreeNormal(4, 2).sample(7, 6)
+    log_p, model_stats = model.log_prob(model.params, data, return_stats=True)
+    autograd.grad(lambda p: np.sum(model.log_prob(p, data)))(model.params)
+    assert flow.last_stats is stats and model_stats.nfev.shape == (7,)
+    assert model.forward(model.params, x, frozen=model.step_times(model.params, x),
+                         return_stats=True)[2] is None  # a replay makes no solver decisions
+    log_p2, stats2 = flow.log_prob(data, return_stats=True)
+    assert flow.last_stats is stats2
+    np.testing.assert_array_equal(log_p2, log_p)
+    for name in ("nfev", "naccept", "nreject"):
+        np.testing.assert_array_equal(getattr(stats2, name), getattr(model_stats, name))
+
+
+def test_flow_and_flow_model_give_bitwise_the_same_numbers():
+    """One implementation under both front ends."""
+    flow = refimpl.EquivariantFlow(_rbf(), rtol=1e-6, atol=1e-8, n_particles=3, dim=3)
+    model = refimpl.FlowModel(flow)
+    p = model.params
+    z = refimpl.MeanFreeNormal(3, 3).sample(4, 2).reshape(2, 2, 3, 3)
+    for got, want in [(flow.forward(z), model.forward(p, z)),
+                      (flow.inverse(z), model.inverse(p, z)),
+                      ((flow.log_prob(z),), (model.log_prob(p, z),)),
+                      (flow.sample(5, 9), model.sample(p, 5, 9))]:
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_max_steps_raises_an_error_naming_the_sample():
     flow = refimpl.EquivariantFlow(_rbf(), rtol=1e-12, atol=1e-12, max_steps=5)
     z = refimpl.MeanFreeNormal(4, 2).sample(3, 1)
@@ -167,6 +202,8 @@ def test_max_steps_raises_an_error_naming_the_sample():
         flow.forward(z)
     assert info.value.status == refimpl.ode.MAX_STEPS_EXCEEDED
     assert info.value.t < 1.0
+    assert flow.last_stats is info.value.stats
+    np.testing.assert_array_equal(info.value.stats.naccept + info.value.stats.nreject, 5)
 
 
 def test_non_finite_dynamics_raise_instead_of_returning_nan():

@@ -229,11 +229,16 @@ def _flow_case(n_particles, dim, weight_scale):
     return psi, z
 
 
-def _refimpl_times(flow, y0, t0, t1, n_particles, dim, record=10_000):
+def _refimpl_times(flow, y0, t0, t1, n_particles, dim):
     """End state, accepted step times and counts of refimpl's solve of one sample."""
-    y, times, stats = flow.solve_augmented(y0[None], t0, t1, flow.psi.theta, n_particles, dim,
-                                           (1,), record=record)
-    return y[0], times[0, :stats[0, ode.NACCEPT]], stats[0]
+    inverse = (t0, t1) == (flow.t1, flow.t0)
+    z = y0[:-1].reshape(1, n_particles, dim)
+    x, logdet, stats = (flow.inverse if inverse else flow.forward)(z, return_stats=True)
+    times, n_steps = refimpl.FlowModel(flow).step_times(flow.psi.theta[flow.psi.trainable], z,
+                                                        inverse=inverse)
+    counts = np.zeros(3, dtype=np.int64)
+    counts[[ode.NFEV, ode.NACCEPT, ode.NREJECT]] = stats.nfev[0], stats.naccept[0], stats.nreject[0]
+    return np.append(x.ravel(), -logdet[0]), times[0, :n_steps[0]], counts
 
 
 # weight scale 0.05: a gentle flow; 2.0: a stiffer one with tens of rejected steps
