@@ -4,27 +4,72 @@ Everything public validates here, in Python, before any Numba kernel runs: a
 kernel given a wrong shape would read out of bounds instead of raising.
 """
 
+import contextlib
 import numbers
 
 import numpy as np
 
 
-def as_configurations(x, name="x", n_particles=None, dim=None):
-    """Return ``x`` as a C-contiguous float64 array of shape ``(..., K, D)``.
+# Largest coordinate accepted as a configuration entry. Squared pair distances
+# then stay below 4 D 1e300, finite in float64 for any D < 4e7, so every
+# kernel computes with finite distances; larger inputs are refused with a
+# ValueError instead of producing inf or NaN downstream.
+MAX_COORDINATE = 1e150
+
+# A configuration counts as mean-free when its centre is this small relative
+# to its largest coordinate: float64 rounding of ``remove_mean`` gives ~1e-16.
+# Inputs of lower precision (float32) get MEAN_FREE_ULPS of their own epsilon.
+MEAN_FREE_RTOL = 1e-10
+MEAN_FREE_ULPS = 8
+
+# dtype kinds refused as numbers, with what they are.
+_NOT_REAL = {"b": "boolean", "c": "complex", "U": "string", "S": "bytes", "O": "object",
+             "V": "structured", "M": "datetime", "m": "timedelta"}
+
+
+def _real_ndarray(a, name):
+    """``a`` as an ndarray of real numbers (not yet converted); TypeError naming ``name``."""
+    try:
+        arr = np.asarray(a)
+    except Exception:  # e.g. ragged nested lists
+        raise TypeError(f"{name} must be an array of real numbers; got an object NumPy "
+                        f"cannot make a rectangular array of ({type(a).__name__})") from None
+    if arr.dtype.kind not in "iuf":
+        what = _NOT_REAL.get(arr.dtype.kind, str(arr.dtype))
+        hint = " (convert with float() or np.asarray(..., dtype=float))" \
+            if arr.dtype.kind in "USb" else ""
+        raise TypeError(f"{name} must be a real numeric array; got a {what} array "
+                        f"(dtype {arr.dtype}){hint}")
+    return arr
+
+
+def as_float_array(a, name, shape=None, finite=True):
+    """A writable, C-contiguous float64 copy of the real array ``a``.
+
+    Read-only, memory-mapped, non-contiguous, integer and float32 inputs are
+    accepted (copied); boolean, complex, string and object arrays raise
+    ``TypeError`` naming ``name``. With ``finite`` (the default) NaN and
+    infinities raise ``ValueError``.
+    """
+    arr = np.array(_real_ndarray(a, name), dtype=np.float64, order="C", copy=True)
+    if shape is not None and arr.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
+    if finite:
+        check_finite(arr, name)
+    return arr
+
+
+def as_configurations(x, name="x", n_particles=None, dim=None, mean_free=False):
+    """Return ``x`` as a writable C-contiguous float64 copy of shape ``(..., K, D)``.
 
     Raises ``ValueError`` for a rank below 2, fewer than two particles,
-    ``D < 1``, a mismatch with ``n_particles``/``dim`` when given, or
-    non-finite entries; ``TypeError`` for non-numeric input.
+    ``D < 1``, a mismatch with ``n_particles``/``dim`` when given, non-finite
+    entries or entries beyond ``MAX_COORDINATE``; ``TypeError`` for
+    non-real input (see ``as_float_array``). With ``mean_free``, every
+    configuration must be mean-free to the precision of the input's dtype.
     """
-    try:
-        arr = np.asarray(x)
-    except Exception as exc:  # e.g. ragged nested lists
-        raise TypeError(f"{name} must be an array of shape (..., K, D): {exc}") from None
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
-    if np.iscomplexobj(arr):
-        raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    original = _real_ndarray(x, name)
+    arr = as_float_array(original, name)
     if arr.ndim < 2:
         raise ValueError(f"{name} must have shape (..., K, D) with K particles in D "
                          f"dimensions; got shape {arr.shape}")
@@ -38,31 +83,58 @@ def as_configurations(x, name="x", n_particles=None, dim=None):
                          f"expected K = {n_particles}")
     if dim is not None and d != dim:
         raise ValueError(f"{name} has D = {d} dimensions (shape {arr.shape}); expected D = {dim}")
-    check_finite(arr, name)
+    check_range(arr, name)
+    if mean_free:
+        eps = np.finfo(original.dtype).eps if original.dtype.kind == "f" else 0.0
+        check_mean_free(arr, name, max(MEAN_FREE_RTOL, MEAN_FREE_ULPS * eps))
+        if eps > np.finfo(np.float64).eps:
+            # mean-free to its own precision (e.g. float32): project exactly, so
+            # that float64 steps downstream see a mean-free configuration too
+            arr -= arr.mean(axis=-2, keepdims=True)
     return arr
+
+
+def check_range(arr, name, limit=MAX_COORDINATE):
+    """``ValueError`` naming ``name`` if an entry of ``arr`` exceeds ``limit`` in size."""
+    if arr.size and np.max(np.abs(arr)) > limit:
+        bad = tuple(int(i) for i in np.argwhere(np.abs(arr) > limit)[0])
+        raise ValueError(f"{name} is out of range: entry {bad} is {arr[bad]:.3g}, beyond "
+                         f"+-{limit:.0e} (squared distances would overflow float64); "
+                         "rescale the coordinates")
+
+
+def check_mean_free(x, name="x", rtol=MEAN_FREE_RTOL):
+    """Raise ``ValueError`` unless every configuration in ``x`` is mean-free.
+
+    The centre of mass must be below ``rtol (1 + max |x|)`` per configuration.
+    """
+    centre = np.abs(x.mean(axis=-2)).max(axis=-1)
+    size = 1.0 + np.abs(x).max(axis=(-2, -1))
+    bad = centre > rtol * size
+    if np.any(bad):
+        first = tuple(int(i) for i in np.argwhere(np.atleast_1d(bad))[0])
+        raise ValueError(
+            f"{name} must be mean-free (densities live on the mean-free subspace): "
+            f"configuration {first if bad.ndim else '()'} has centre of mass of size "
+            f"{np.atleast_1d(centre)[first]:.3g}; apply refimpl.remove_mean first")
 
 
 def check_finite(arr, name):
+    """``ValueError`` naming ``name`` and the first index if ``arr`` holds NaN or inf."""
     if not np.all(np.isfinite(arr)):
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(f"{name} contains NaN or infinite values (first at index {tuple(bad)})")
-
-
-def as_float_array(a, name, shape=None):
-    """A finite float64 C-contiguous array, optionally of a given shape."""
-    try:
-        arr = np.ascontiguousarray(a, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a real numeric array: {exc}") from None
-    if shape is not None and arr.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
-    check_finite(arr, name)
-    return arr
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+        where = f" at index {bad if len(bad) != 1 else bad[0]}" if bad else ""
+        raise ValueError(f"{name} contains NaN or infinite values (first {arr[bad]}{where}); "
+                         "every entry must be finite")
 
 
 def as_finite_float(v, name):
-    if isinstance(v, bool) or not isinstance(v, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
+    """A finite real number (Python or NumPy scalar, or 0-d array) as ``float``."""
+    if isinstance(v, np.ndarray) and v.ndim == 0 and v.dtype.kind in "iuf":
+        v = v[()]
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Real, np.floating,
+                                                             np.integer)):
+        raise TypeError(f"{name} must be a real number, got {_describe(v)}")
     v = float(v)
     if not np.isfinite(v):
         raise ValueError(f"{name} must be finite, got {v}")
@@ -93,19 +165,41 @@ def as_solver_rtol(v, name="rtol"):
 
 
 def as_positive_int(v, name, minimum=1):
-    if isinstance(v, bool) or not isinstance(v, (numbers.Integral, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(v).__name__} {v!r}")
+    """An integer (Python, NumPy or 0-d array) of at least ``minimum`` as ``int``."""
+    if isinstance(v, np.ndarray) and v.ndim == 0 and v.dtype.kind in "iu":
+        v = v[()]
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {_describe(v)}")
     v = int(v)
     if v < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {v}")
     return v
 
 
-def as_generator(rng):
-    """Accept a ``numpy.random.Generator`` or an integer seed."""
+def as_generator(rng, name="rng"):
+    """Accept a ``numpy.random.Generator`` or a non-negative integer seed."""
     if isinstance(rng, np.random.Generator):
         return rng
-    if isinstance(rng, (numbers.Integral, np.integer)) and not isinstance(rng, bool):
+    if isinstance(rng, np.ndarray) and rng.ndim == 0 and rng.dtype.kind in "iu":
+        rng = rng[()]
+    if isinstance(rng, (numbers.Integral, np.integer)) and not isinstance(rng, (bool, np.bool_)):
+        if rng < 0:
+            raise ValueError(f"{name} must be a non-negative integer seed, got {rng}")
         return np.random.default_rng(int(rng))
-    raise TypeError("rng must be a numpy.random.Generator or an integer seed, "
-                    f"got {type(rng).__name__}")
+    raise TypeError(f"{name} must be a numpy.random.Generator or a non-negative integer seed, "
+                    f"got {_describe(rng)}")
+
+
+def _describe(v):
+    text = repr(v)
+    return f"{type(v).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+@contextlib.contextmanager
+def memory_for(name, value):
+    """Turn a ``MemoryError`` inside the block into a ``ValueError`` naming ``name = value``."""
+    try:
+        yield
+    except MemoryError as exc:
+        raise ValueError(f"{name} = {value} needs more memory than is available ({exc}); "
+                         f"ask for a smaller {name}") from None

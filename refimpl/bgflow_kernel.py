@@ -71,12 +71,18 @@ import math
 import numpy as np
 from numba import njit
 
-from ._validate import as_configurations, as_finite_float, as_float_array
+from ._validate import as_configurations, as_finite_float, as_float_array, check_range
 from .files import read_npz
 from .psi import PAIR2_SIG, PAIR_SIG, PAIR_VJP_SIG, PREPARE_SIG, PREPARE_VJP_SIG, Psi
 
 KERNEL_EPS = 1e-6    # bgflow's rbf_kernels: K_k = g_k / (KERNEL_EPS + sum_m g_m)
 DISTANCE_EPS = 1e-6  # bgflow's distances_from_vectors: d = sqrt(r^2 + DISTANCE_EPS)
+# Narrowest kernel width accepted: with widths >= 1e-50 the kernel's
+# 1/width^2 (<= 1e100) times squared distances of configurations within
+# MAX_COORDINATE stays finite, so fields and divergences are finite (1e-100
+# gives NaN at coordinates ~1e149).
+MIN_WIDTH = 1e-50
+MAX_NEG_LOG_GAMMA = -math.log(MIN_WIDTH)
 NPZ_NAMES = ("mus", "neg_log_gammas", "mus_time", "neg_log_gammas_time", "importance",
              "weights", "bias")
 _HEADER = 4
@@ -254,7 +260,10 @@ class BgflowKernel(Psi):
         for name, width in (("gammas", gammas), ("gammas_time", gammas_time)):
             width = as_float_array(width, name)
             if np.any(width <= 0):
-                raise ValueError(f"{name} must be positive")
+                raise ValueError(f"{name} must be positive, got {np.min(width):.3g}")
+            if np.any(width < MIN_WIDTH):
+                raise ValueError(f"{name} must be at least {MIN_WIDTH:g} (narrower kernels "
+                                 f"overflow float64), got {np.min(width):.3g}")
             logs.append(-np.log(width))
         self._assemble(mus=mus, neg_log_gammas=logs[0], mus_time=mus_time,
                        neg_log_gammas_time=logs[1], importance=importance, weights=weights,
@@ -280,6 +289,13 @@ class BgflowKernel(Psi):
             parts.append(as_float_array(value, name, shape).ravel())
         flags = [float(bool(f)) for f in flags]
         nlg, nlgt, importance, weights, bias = parts
+        for name, logs in (("neg_log_gammas", nlg), ("neg_log_gammas_time", nlgt)):
+            if np.any(logs > MAX_NEG_LOG_GAMMA):
+                raise ValueError(f"{name} holds {np.max(logs):.4g}, i.e. a width "
+                                 f"exp(-{np.max(logs):.4g}); widths below {MIN_WIDTH:g} make "
+                                 "the kernel overflow float64: use wider kernels")
+        check_range(mus, "mus")
+        check_range(mus_time, "mus_time")
         super().__init__(np.concatenate([[n_k, n_s], flags, mus, nlg, mus_time, nlgt,
                                          importance, weights, bias]))
         self.ctx_size = 3 * n_k + n_s + 1

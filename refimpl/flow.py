@@ -19,7 +19,7 @@ from . import _engine
 from ._engine import SolverError, SolverStats
 from ._validate import (as_configurations, as_finite_float, as_generator, as_positive_float,
                         as_positive_int, as_solver_rtol)
-from .prior import MeanFreeNormal, check_mean_free, standard_normal_log_prob
+from .prior import MeanFreeNormal, standard_normal_log_prob
 from .psi import check_psi
 
 __all__ = ["EquivariantFlow", "SolverError", "SolverStats", "divergence", "vector_field"]
@@ -106,9 +106,8 @@ class EquivariantFlow:
                                  frozen, record)
 
     def _log_prob(self, params, x):
-        x_value = as_configurations(getval(x), "x", self.n_particles, self.dim)
-        check_mean_free(x_value, "x")
-        z, logdet, stats, _ = self._transport(params, x, inverse=True)
+        x_value = as_configurations(getval(x), "x", self.n_particles, self.dim, mean_free=True)
+        z, logdet, stats, _ = self._transport(params, x if isbox(x) else x_value, inverse=True)
         k, d = x_value.shape[-2:]
         return standard_normal_log_prob(z, (k - 1) * d) + logdet, stats
 

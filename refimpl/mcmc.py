@@ -57,7 +57,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, types
 
-from ._validate import as_configurations, as_generator, as_positive_float, as_positive_int
+from ._validate import (as_configurations, as_generator, as_positive_float, as_positive_int,
+                        memory_for)
 from .potentials import ENERGY_TYPE, check_numba_energy
 
 # At most this many random numbers (8 bytes each) are held at once: 32 MB.
@@ -192,8 +193,9 @@ def metropolis_hastings(potential, x0, n_steps, step_size, rng, thin=1, mean_fre
 
     streams = [child.spawn(2) for child in gen.spawn(n_chains)]
     n_kept = n_steps // thin
-    samples = np.empty((n_kept, n_chains, n_coords))
-    energies = np.empty((n_kept, n_chains))
+    with memory_for("n_steps // thin", n_kept):
+        samples = np.empty((n_kept, n_chains, n_coords))
+        energies = np.empty((n_kept, n_chains))
     accepted = np.zeros(n_chains, dtype=np.int64)
     block = max(1, RANDOM_BLOCK_NUMBERS // (n_chains * (n_coords + 1)))
     done = 0

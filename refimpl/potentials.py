@@ -139,6 +139,38 @@ class _PairPotential:
         checked = as_configurations(getval(x), "x", self.n_particles, self.dim)
         return x if isinstance(x, Box) else checked
 
+    def _checked(self, values, x, what, inf_when_coincident=False):
+        """Return ``values`` (energies ``(...)`` or forces ``(..., K, D)``) if finite.
+
+        Otherwise raise a ``ValueError`` naming the first configuration of
+        ``x`` and the reason: two coincident particles (where the quantity is
+        undefined), or a value beyond float64. ``inf_when_coincident`` lets
+        ``+inf`` through where particles coincide (the LJ energy there).
+        Autograd boxes pass unchecked (their value is checked by the loss).
+        """
+        if isinstance(values, Box):
+            return values
+        per_config = values if values.ndim == x.ndim - 2 else np.max(np.abs(values), (-2, -1))
+        bad = ~np.isfinite(per_config)
+        with np.errstate(over="ignore"):
+            apart = np.sum(self._pair_differences(x) ** 2, axis=-1) > 0.0
+        coincident = ~np.all(apart, axis=-1)
+        if inf_when_coincident:
+            bad &= ~(coincident & (per_config == np.inf))
+        if not np.any(bad):
+            return values
+        first = tuple(int(i) for i in np.argwhere(np.atleast_1d(bad))[0])
+        where = f"x[{', '.join(map(str, first))}]" if bad.ndim else "x"
+        name = f"{type(self).__name__}.{what}"
+        if np.atleast_1d(coincident)[first]:
+            p = int(np.argmin(np.atleast_1d(apart)[first] if apart.ndim > 1 else apart))
+            raise ValueError(f"{name} is undefined for {where}: particles {self._i[p]} and "
+                             f"{self._j[p]} coincide; move them apart")
+        size = np.max(np.abs(np.atleast_3d(x)[first] if x.ndim > 2 else x))
+        raise ValueError(f"{name} of {where} overflows float64 (largest |coordinate| "
+                         f"{size:.3g}): x is out of the range this potential can represent; "
+                         "rescale it or use a smaller potential scale")
+
     def _pair_differences(self, x):
         """``r_ij = x_i - x_j`` for the pairs ``i < j``, shape ``(..., P, D)``."""
         return x[..., self._i, :] - x[..., self._j, :]
@@ -224,17 +256,21 @@ class DoubleWell(_PairPotential):
     def energy(self, x):
         """Reduced energy ``u(x) / T`` of ``x (..., K, D)``, shape ``(...)``; autograd traces it."""
         x = self._input(x)
-        r = self._pair_differences(x)
-        s = anp.sqrt(anp.sum(r * r, axis=-1)) - self.d0
-        s2 = s * s
-        return self._scale * anp.sum(self.a * s + self.b * s2 + self.c * s2 * s2, axis=-1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            r = self._pair_differences(x)
+            s = anp.sqrt(anp.sum(r * r, axis=-1)) - self.d0
+            s2 = s * s
+            u = self._scale * anp.sum(self.a * s + self.b * s2 + self.c * s2 * s2, axis=-1)
+        return self._checked(u, getval(x), "energy")
 
     def force(self, x):
         """``-d energy / dx``, shape ``(..., K, D)`` (undefined where two particles coincide)."""
         x = as_configurations(x, "x", self.n_particles, self.dim)
-        r = self._pair_differences(x)
-        d = np.sqrt(np.sum(r * r, axis=-1))
-        return self._forces_from_pairs(-self._scale * self._dv(d) / d, r)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            r = self._pair_differences(x)
+            d = np.sqrt(np.sum(r * r, axis=-1))
+            f = self._forces_from_pairs(-self._scale * self._dv(d) / d, r)
+        return self._checked(f, x, "force")
 
     def pair_minima(self):
         """Distances ``d > 0`` at which ``v`` has a local minimum, ascending.
@@ -336,16 +372,19 @@ class LennardJones(_PairPotential):
     def energy(self, x):
         """Reduced energy ``u(x) / T`` of ``x (..., K, D)``, shape ``(...)``; autograd traces it.
 
-        ``+inf`` (with a NumPy warning) where two particles coincide.
+        ``+inf`` where two particles coincide; ``ValueError`` where the energy
+        overflows float64 otherwise.
         """
         x = self._input(x)
-        r = self._pair_differences(x)
-        q = (self.r_m ** 2 / anp.sum(r * r, axis=-1)) ** 3
-        u = self.epsilon * anp.sum(q * (q - 2.0), axis=-1)  # inf, not inf - inf, at r = 0
-        if self.tether != 0.0:
-            centred = x - anp.mean(x, axis=-2, keepdims=True)
-            u = u + self.tether * anp.sum(centred * centred, axis=(-2, -1))
-        return u / self.temperature
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            r = self._pair_differences(x)
+            q = (self.r_m ** 2 / anp.sum(r * r, axis=-1)) ** 3
+            u = self.epsilon * anp.sum(q * (q - 2.0), axis=-1)  # inf, not inf - inf, at r = 0
+            if self.tether != 0.0:
+                centred = x - anp.mean(x, axis=-2, keepdims=True)
+                u = u + self.tether * anp.sum(centred * centred, axis=(-2, -1))
+            u = u / self.temperature
+        return self._checked(u, getval(x), "energy", inf_when_coincident=True)
 
     def force(self, x):
         """``-d energy / dx``, shape ``(..., K, D)``.
@@ -354,15 +393,17 @@ class LennardJones(_PairPotential):
         ``mu`` on ``x`` drops out because ``sum_i (x_i - mu) = 0``.
         """
         x = as_configurations(x, "x", self.n_particles, self.dim)
-        r = self._pair_differences(x)
-        sq = np.sum(r * r, axis=-1)
-        q = (self.r_m ** 2 / sq) ** 3
-        # -dv/dr / r with v = eps (q^2 - 2q), q = (r_m / r)^6, dq/dr = -6 q / r
-        w = 12.0 * self.epsilon * (q * q - q) / sq / self.temperature
-        f = self._forces_from_pairs(w, r)
-        if self.tether != 0.0:
-            f = f - (2.0 * self.tether / self.temperature) * (x - x.mean(axis=-2, keepdims=True))
-        return f
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            r = self._pair_differences(x)
+            sq = np.sum(r * r, axis=-1)
+            q = (self.r_m ** 2 / sq) ** 3
+            # -dv/dr / r with v = eps (q^2 - 2q), q = (r_m / r)^6, dq/dr = -6 q / r
+            w = 12.0 * self.epsilon * (q * q - q) / sq / self.temperature
+            f = self._forces_from_pairs(w, r)
+            if self.tether != 0.0:
+                f = f - (2.0 * self.tether / self.temperature) * (x - x.mean(axis=-2,
+                                                                          keepdims=True))
+        return self._checked(f, x, "force")
 
     def _params(self):
         return np.array([self.epsilon, self.r_m ** 2, self.tether, 1.0 / self.temperature])

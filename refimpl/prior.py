@@ -16,12 +16,8 @@ constant: add ``-((K - 1) D / 2) log(2 pi)`` to its values to compare.
 import autograd.numpy as anp
 import numpy as np
 
-from ._validate import as_configurations, as_generator, as_positive_int
-
-# A configuration counts as mean-free when its centre is this small relative
-# to its largest coordinate (float64 rounding of ``remove_mean`` gives ~1e-16).
-MEAN_FREE_RTOL = 1e-10
-
+from ._validate import (MEAN_FREE_RTOL, as_configurations, as_generator,  # noqa: F401
+                        as_positive_int, check_mean_free, memory_for)
 
 def standard_normal_log_prob(z, event_dim, axis=(-2, -1)):
     """``-|z|^2 / 2 - (event_dim / 2) log(2 pi)``, summing ``|z|^2`` over ``axis``.
@@ -37,19 +33,6 @@ def remove_mean(x):
     """Subtract the centre of mass ``mu(x) = (1/K) sum_i x_i`` from ``x (..., K, D)``."""
     x = as_configurations(x)
     return x - x.mean(axis=-2, keepdims=True)
-
-
-def check_mean_free(x, name="x"):
-    """Raise ``ValueError`` unless every configuration in ``x`` is mean-free."""
-    centre = np.abs(x.mean(axis=-2)).max(axis=-1)
-    size = 1.0 + np.abs(x).max(axis=(-2, -1))
-    bad = centre > MEAN_FREE_RTOL * size
-    if np.any(bad):
-        first = tuple(int(i) for i in np.argwhere(np.atleast_1d(bad))[0])
-        raise ValueError(
-            f"{name} must be mean-free (densities live on the mean-free subspace): "
-            f"configuration {first if bad.ndim else '()'} has centre of mass of size "
-            f"{np.atleast_1d(centre)[first]:.3g}; apply refimpl.remove_mean first")
 
 
 class MeanFreeNormal:
@@ -77,7 +60,8 @@ class MeanFreeNormal:
         """
         n = as_positive_int(n, "n")
         gen = as_generator(rng)
-        z = gen.standard_normal((n, self.n_particles, self.dim))
+        with memory_for("n", n):
+            z = gen.standard_normal((n, self.n_particles, self.dim))
         return z - z.mean(axis=-2, keepdims=True)
 
     def log_prob(self, z):
@@ -87,8 +71,7 @@ class MeanFreeNormal:
         density zero on the subspace, and silently projecting it would hide
         a caller's bug.
         """
-        z = as_configurations(z, "z", self.n_particles, self.dim)
-        check_mean_free(z, "z")
+        z = as_configurations(z, "z", self.n_particles, self.dim, mean_free=True)
         return standard_normal_log_prob(z, self.event_dim)
 
     def __repr__(self):

@@ -16,7 +16,8 @@ import math
 import numpy as np
 from numba import njit
 
-from ._validate import as_finite_float, as_float_array, as_positive_float, as_positive_int
+from ._validate import (as_finite_float, as_float_array, as_positive_float, as_positive_int,
+                        check_range)
 from .psi import PAIR2_SIG, PAIR_SIG, PAIR_VJP_SIG, PREPARE_SIG, PREPARE_VJP_SIG, Psi
 
 _HEADER = 5
@@ -182,21 +183,20 @@ class RBFKernel(Psi):
 
     def __init__(self, weights=None, *, n_distance=50, n_time=10, r_max=8.0,
                  t_range=(0.0, 1.0), mu=None, nu=None, gamma=None, gamma_t=None):
+        mu_name = "mu" if mu is not None else "r_max (the centres mu)"
         if mu is None:
             n_distance = as_positive_int(n_distance, "n_distance", minimum=2)
             mu = np.linspace(0.0, as_positive_float(r_max, "r_max"), n_distance)
         if nu is None:
             n_time = as_positive_int(n_time, "n_time", minimum=1)
-            lo, hi = (as_finite_float(v, "t_range") for v in t_range)
+            lo, hi = _interval(t_range, "t_range")
+            if n_time > 1 and lo == hi:
+                raise ValueError(f"t_range = ({lo}, {hi}) is empty: {n_time} time centres "
+                                 "need t_range[0] < t_range[1] (or n_time=1)")
             nu = np.linspace(lo, hi, n_time)
-        mu = as_float_array(mu, "mu").ravel()
-        nu = as_float_array(nu, "nu").ravel()
-        if mu.size < 1 or nu.size < 1:
-            raise ValueError("mu and nu need at least one centre each")
-        gamma = as_positive_float(1.0 / (2.0 * _spacing(mu) ** 2) if gamma is None else gamma,
-                                  "gamma")
-        gamma_t = as_positive_float(1.0 / (2.0 * _spacing(nu) ** 2) if gamma_t is None
-                                    else gamma_t, "gamma_t")
+        mu, nu = _centres(mu, "mu"), _centres(nu, "nu")
+        gamma = _width(mu, mu_name, gamma, "gamma")
+        gamma_t = _width(nu, "nu", gamma_t, "gamma_t")
         shape = (mu.size, nu.size)
         weights = np.zeros(shape) if weights is None else as_float_array(weights, "weights", shape)
         super().__init__(np.concatenate([[mu.size, nu.size, gamma, gamma_t, _uniform_spacing(mu)],
@@ -269,7 +269,40 @@ def _uniform_spacing(mu):
     return 0.0
 
 
-def _spacing(centres):
+def _interval(pair, name):
+    """``(lo, hi)`` from a pair of finite numbers with ``lo <= hi``."""
+    if isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__") or len(pair) != 2:
+        raise TypeError(f"{name} must be a pair (start, end) of numbers, got {pair!r}")
+    lo, hi = (as_finite_float(v, name) for v in pair)
+    if lo > hi:
+        raise ValueError(f"{name} = ({lo}, {hi}) must be increasing")
+    return lo, hi
+
+
+def _centres(centres, name):
+    """A non-empty 1-D array of finite centres within MAX_COORDINATE."""
+    centres = as_float_array(centres, name)
+    if centres.ndim != 1 or centres.size < 1:
+        raise ValueError(f"{name} must be a non-empty 1-D array of centres, got shape "
+                         f"{centres.shape}")
+    check_range(centres, name)
+    return centres
+
+
+def _width(centres, name, gamma, gamma_name):
+    """``gamma`` if given, else ``1 / (2 spacing^2)`` of the centres, with clear errors."""
+    if gamma is not None:
+        return as_positive_float(gamma, gamma_name)
     if centres.size < 2:
-        return 1.0
-    return float(np.max(centres) - np.min(centres)) / (centres.size - 1)
+        return 0.5
+    spacing = np.float64(np.max(centres) - np.min(centres)) / (centres.size - 1)
+    if spacing == 0.0:
+        raise ValueError(f"{name} has {centres.size} centres all equal to {centres[0]}: "
+                         f"give distinct centres, or {gamma_name} explicitly")
+    with np.errstate(over="ignore", divide="ignore"):
+        gamma = float(1.0 / (2.0 * spacing ** 2))
+    if not np.isfinite(gamma):
+        raise ValueError(f"{name} centres are {spacing:.3g} apart; the default "
+                         f"{gamma_name} = 1 / (2 spacing^2) overflows float64: spread the "
+                         f"centres or give {gamma_name} explicitly")
+    return gamma

@@ -78,8 +78,8 @@ from autograd.tracer import isbox
 from numba import njit
 
 from ._validate import (as_configurations, as_finite_float, as_float_array, as_generator,
-                        as_positive_float, as_positive_int, check_finite)
-from .prior import check_mean_free, standard_normal_log_prob
+                        as_positive_float, as_positive_int, check_finite, memory_for)
+from .prior import standard_normal_log_prob
 
 
 @njit(cache=True)
@@ -280,8 +280,7 @@ class RealNVP:
                 raise ValueError(f"x must have shape (..., {self.n_particles}, {self.dim}), "
                                  f"got {x.shape}")
             return x
-        x = as_configurations(x, "x", self.n_particles, self.dim)
-        check_mean_free(x, "x")
+        x = as_configurations(x, "x", self.n_particles, self.dim, mean_free=True)
         return x
 
     def log_prob(self, params, x):
@@ -300,7 +299,8 @@ class RealNVP:
         and ``log_q`` with respect to ``params``.
         """
         n = as_positive_int(n, "n")
-        z = as_generator(rng).standard_normal((n, self.event_dim))
+        with memory_for("n", n):
+            z = as_generator(rng).standard_normal((n, self.event_dim))
         u, logdet = self.forward(params, z)
         log_q = standard_normal_log_prob(z, self.event_dim, axis=-1) - logdet
         if not isbox(u):

@@ -10,13 +10,16 @@ summarized by Kish's effective sample size ``(sum w)^2 / sum w^2``.
 import numpy as np
 from scipy.special import logsumexp
 
+from ._validate import as_float_array
+
 
 def _as_vector(a, name):
-    a = np.asarray(a, dtype=np.float64)
+    """A non-empty 1-D float64 copy; infinities allowed here, NaN and non-real input not."""
+    a = as_float_array(a, name, finite=False)
     if a.ndim != 1 or a.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D array, got shape {a.shape}")
     if np.any(np.isnan(a)):
-        raise ValueError(f"{name} contains NaN")
+        raise ValueError(f"{name} contains NaN (first at index {int(np.argmax(np.isnan(a)))})")
     return a
 
 
@@ -58,10 +61,20 @@ def reweighted_mean(values, log_w):
 
     Returns ``(mean, standard_error)``.
     """
-    values = _as_vector(values, "values")
+    values = as_float_array(values, "values")  # finite: an infinite O has no mean
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"values must be a non-empty 1-D array, got shape {values.shape}")
     w = normalized_weights(log_w)
     if w.shape != values.shape:
         raise ValueError(f"values {values.shape} and log_w {w.shape} differ in length")
-    mean = float(np.sum(w * values))
-    error = float(np.sqrt(np.sum(w * w * (values - mean) ** 2)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = float(np.sum(w * values))
+        error = float(np.sqrt(np.sum(w * w * (values - mean) ** 2)))
+    if not (np.isfinite(mean) and np.isfinite(error)):
+        # only for |values| near the float64 limit: redo in units of the largest value
+        scale = float(np.max(np.abs(values)))
+        mean, error = (scale * v for v in reweighted_mean(values / scale, log_w))
+        if not (np.isfinite(mean) and np.isfinite(error)):
+            raise ValueError(f"values up to {scale:.3g} give a mean or standard error beyond "
+                             "float64; rescale the observable")
     return mean, error

@@ -32,7 +32,8 @@ import autograd
 import autograd.numpy as anp
 import numpy as np
 
-from ._validate import as_configurations, as_positive_float, as_positive_int
+from ._validate import (as_configurations, as_finite_float, as_float_array, as_positive_float,
+                        as_positive_int)
 from .files import FileFormatError, read_npz, save_npz
 
 CHECKPOINT_FORMAT = "refimpl-checkpoint"
@@ -79,8 +80,10 @@ class Phase:
 
     def __post_init__(self):
         as_positive_int(self.n_steps, "n_steps")
-        if self.w_ml < 0 or self.w_kl < 0 or self.w_ml + self.w_kl == 0:
-            raise ValueError("loss weights must be non-negative and not both zero")
+        w_ml, w_kl = as_finite_float(self.w_ml, "w_ml"), as_finite_float(self.w_kl, "w_kl")
+        if w_ml < 0 or w_kl < 0 or w_ml + w_kl == 0:
+            raise ValueError(f"loss weights w_ml = {w_ml} and w_kl = {w_kl} must be "
+                             "non-negative and not both zero")
         as_positive_float(self.learning_rate, "learning_rate")
 
 
@@ -142,19 +145,27 @@ def train(model, params=None, *, data=None, potential=None, schedule, batch_size
     callback : callable, optional; called with the ``TrainState`` after each step
     energy_cut : float, optional; regularizes the KL loss's energies (``kl_loss``)
     """
-    phases = [p if isinstance(p, Phase) else Phase(*p) for p in schedule]
+    phases = _phases(schedule)
     total = sum(p.n_steps for p in phases)
     if any(p.w_ml > 0 for p in phases):
         if data is None:
             raise ValueError("a phase with w_ml > 0 needs data")
         data = as_configurations(data, "data")
+        if data.ndim != 3 or data.shape[0] == 0:
+            raise ValueError(f"data must be a non-empty batch of configurations (N, K, D), "
+                             f"got shape {data.shape}")
+    seed = as_positive_int(seed, "seed", minimum=0)
+    if energy_cut is not None:
+        energy_cut = as_finite_float(energy_cut, "energy_cut")
     if any(p.w_kl > 0 for p in phases) and potential is None:
         raise ValueError("a phase with w_kl > 0 needs a potential")
     batch_size = as_positive_int(batch_size, "batch_size")
     kl_batch_size = batch_size if kl_batch_size is None else as_positive_int(kl_batch_size,
                                                                               "kl_batch_size")
     checkpoint_every = as_positive_int(checkpoint_every, "checkpoint_every")
-    start = np.array(model.params if params is None else params, dtype=np.float64)
+    start = as_float_array(model.params if params is None else params, "params")
+    if start.ndim != 1:
+        raise ValueError(f"params must be a flat parameter vector, got shape {start.shape}")
     fingerprint = _fingerprint(phases, batch_size, kl_batch_size, seed, energy_cut, data, start)
     if resume and checkpoint is not None and os.path.exists(checkpoint):
         try:
@@ -194,7 +205,7 @@ def train(model, params=None, *, data=None, potential=None, schedule, batch_size
                 batch = data[state.rng.integers(0, data.shape[0], batch_size)]
             value, grad = gradient(state.params, (phase.w_ml, phase.w_kl), batch, state.rng)
             if not np.all(np.isfinite(grad)) or not np.isfinite(value):
-                raise FloatingPointError(f"non-finite loss or gradient at step {state.step}")
+                raise FloatingPointError(_non_finite_message(state.step, phase, parts))
             state.params = state.adam.step(state.params, grad, phase.learning_rate)
             state.step += 1
             state.history.append((state.step, float(parts["ml"]), float(parts["kl"]),
@@ -265,6 +276,46 @@ def _fingerprint(phases, batch_size, kl_batch_size, seed, energy_cut, data, star
         "batch_size": batch_size, "kl_batch_size": kl_batch_size, "seed": seed,
         "energy_cut": energy_cut, "data": digest(data), "start": digest(start),
     }, sort_keys=True)
+
+
+def _phases(schedule):
+    """The schedule as a non-empty list of ``Phase`` (tuples are ``Phase`` arguments)."""
+    if isinstance(schedule, Phase):
+        schedule = [schedule]
+    try:
+        entries = list(schedule)
+    except TypeError:
+        raise TypeError(f"schedule must be a list of Phase, got {type(schedule).__name__}") \
+            from None
+    if not entries:
+        raise ValueError("schedule is empty: give at least one Phase, e.g. [Phase(1000)]")
+    phases = []
+    for i, p in enumerate(entries):
+        if isinstance(p, Phase):
+            phases.append(p)
+            continue
+        try:
+            phases.append(Phase(*p))
+        except TypeError as exc:
+            raise TypeError(f"schedule[{i}] must be a Phase or a tuple (n_steps, w_ml, w_kl, "
+                            f"learning_rate): {exc}") from None
+    return phases
+
+
+def _non_finite_message(step, phase, parts):
+    """Why a step's loss or gradient is not finite, and what to try."""
+    ml, kl = float(parts.get("ml", 0.0)), float(parts.get("kl", 0.0))
+    if phase.w_kl > 0 and not np.isfinite(kl):
+        cause = ("the KL loss is not finite: the potential's energy (or log q) of a sampled "
+                 "configuration is infinite or NaN; pass energy_cut to bound the energies, or "
+                 "lower learning_rate")
+    elif phase.w_ml > 0 and not np.isfinite(ml):
+        cause = ("the ML loss is not finite: log q of a data configuration is infinite or NaN; "
+                 "check the data, or lower learning_rate")
+    else:
+        cause = "the losses are finite but their gradient is not; lower learning_rate"
+    return (f"non-finite loss or gradient at step {step} (ML = {ml:.6g}, KL = {kl:.6g}): "
+            f"{cause}")
 
 
 def _phase_at(phases, step):
