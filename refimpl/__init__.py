@@ -16,10 +16,10 @@ from .io import load_model, save_model
 from .mcmc import MCMCResult, metropolis_hastings
 from .mlp import TanhMLP
 from .potentials import DoubleWell, LennardJones
-from .prior import MeanFreeNormal, remove_mean
+from .prior import MeanFreeNormal, helmert_basis, remove_mean
 from .psi import PAIR_SIG, PREPARE_SIG, Psi
 from .rbf import RBFKernel
-from .realnvp import RealNVP, helmert_basis
+from .realnvp import RealNVP
 from .reweight import effective_sample_size, log_weights, normalized_weights, reweighted_mean
 
 __all__ = [

@@ -365,22 +365,11 @@ class BgflowKernel(Psi):
         approximate ``dK``; shape ``x.shape[:-2]``. ``refimpl.divergence`` is the exact one."""
         x = as_configurations(x, "x")
         t = as_finite_float(t, "t")
-        a = self.arrays()
         k, dim = x.shape[-2:]
-        diff = x[..., :, None, :] - x[..., None, :, :]
-        d = np.sqrt(np.sum(diff ** 2, axis=-1) + DISTANCE_EPS)[..., None]
-        g = np.exp(-(d - a["mus"]) ** 2 * np.exp(a["neg_log_gammas"]) ** 2)
-        g1 = -2.0 * (d - a["mus"]) * np.exp(a["neg_log_gammas"]) ** 2 * g
-        s0, s1 = g.sum(-1, keepdims=True), g1.sum(-1, keepdims=True)
-        kernels = g / (KERNEL_EPS + s0)
-        dkernels = g1 / (KERNEL_EPS + s0) - g * s1 / (KERNEL_EPS + s0 ** 2)
-        h = np.exp(-(t - a["mus_time"]) ** 2 * np.exp(a["neg_log_gammas_time"]) ** 2)
-        time = h / (KERNEL_EPS + h.sum())
-        psi = ((kernels + a["importance"] ** 2) @ a["weights"] + a["bias"]) @ time
-        dpsi = (dkernels @ a["weights"]) @ time
-        terms = d[..., 0] * dpsi + dim * psi
         off = ~np.eye(k, dtype=bool)
-        return np.sum(terms[..., off], axis=-1)
+        r = np.sqrt(np.sum((x[..., :, None, :] - x[..., None, :, :]) ** 2, axis=-1))[..., off]
+        value, slope = psi_numpy(self.arrays(), r, t, bgflow_slope=True)
+        return np.sum(np.sqrt(r * r + DISTANCE_EPS) * slope + dim * value, axis=-1)
 
     def __repr__(self):
         n_k, n_s = self.shape
@@ -395,3 +384,33 @@ def _named_arrays(theta):
             "mus_time": theta[mt:lt].copy(), "neg_log_gammas_time": theta[lt:im].copy(),
             "importance": theta[im:w0].copy(), "weights": theta[w0:b0].reshape(n_k, n_s).copy(),
             "bias": theta[b0:].reshape(1, n_s).copy()}
+
+
+def psi_numpy(p, r, t, bgflow_slope=False):
+    """``(psi, dpsi/dr)`` of the formula above in NumPy, for an array of distances ``r``.
+
+    ``p`` holds bgflow's named arrays (``BgflowKernel.arrays()``, ``bias`` of
+    shape ``(n_s,)`` or ``(1, n_s)``); the float dtype of ``p``, ``r`` and
+    ``t`` is kept (``refimpl.vectors`` evaluates it in extended precision).
+    The slope is the exact derivative in the true distance ``r`` (through
+    ``d``): this is the reference of the golden vectors and an oracle of the
+    Numba ``pair``, which ``tests/test_bgflow_kernel.py`` checks against its
+    own transcription of bgflow. With ``bgflow_slope=True`` the slope is
+    instead bgflow's approximate derivative in ``d`` (its ``dK``, item 2 of
+    the module docstring), from which ``bgflow_divergence`` is built.
+    """
+    d = np.sqrt(r * r + DISTANCE_EPS)
+    u = d[..., None] - p["mus"]
+    a = np.exp(p["neg_log_gammas"]) ** 2
+    g = np.exp(-u * u * a)
+    g1 = -2.0 * a * u * g
+    s0 = np.sum(g, axis=-1, keepdims=True)
+    s1 = np.sum(g1, axis=-1, keepdims=True)
+    q = KERNEL_EPS + s0
+    h = np.exp(-(t - p["mus_time"]) ** 2 * np.exp(p["neg_log_gammas_time"]) ** 2)
+    time = h / (KERNEL_EPS + np.sum(h))
+    c = p["weights"] @ time
+    c0 = np.ravel(p["bias"]) @ time + (p["importance"] ** 2) @ c
+    if bgflow_slope:
+        return (g / q) @ c + c0, (g1 / q - g * s1 / (KERNEL_EPS + s0 ** 2)) @ c
+    return (g / q) @ c + c0, ((g1 / q - g * s1 / q ** 2) @ c) * r / d

@@ -1,11 +1,18 @@
-"""The psi families by name, described by their formula's own parameters.
+"""The registry of psi families: adding a family is one entry in ``FAMILIES``.
 
-Files meant for other implementations (``refimpl.vectors``) name a psi by its
-family and the parameters **of its formula** (``mu``, ``weights``, ...), not
-by refimpl's internal ``theta`` layout. ``FAMILIES`` maps a family's name to
-a ``Family``: how to read those parameters off a psi object and build one
-from them, the formula in NumPy, and how to draw example parameters. A new
-family joins the golden vectors with one entry here.
+``FAMILIES`` maps a family's name (its class name) to a ``Family``: the
+class, how to read the parameters **of its formula** (``mu``, ``weights``,
+...) off a psi object and build one from them, the formula in NumPy, and how
+to draw example parameters. Its users: model files (``refimpl.io``, which
+store a psi by family name and ``theta``), the golden vectors
+(``refimpl.vectors``, which describe a psi by family name and formula
+parameters, never by refimpl's ``theta`` layout), ``refimpl verify
+--family`` and the tests.
+
+Each family's NumPy formula (``Family.numpy``) is the ``psi_numpy`` function
+beside the family's Numba kernels, its one NumPy transcription in the
+package: it is the reference the golden vectors evaluate in extended
+precision, and the oracle the tests hold the Numba ``pair`` to.
 """
 
 from dataclasses import dataclass
@@ -13,17 +20,17 @@ from typing import Callable
 
 import numpy as np
 
-from .bgflow_kernel import DISTANCE_EPS, KERNEL_EPS, BgflowKernel
+from . import bgflow_kernel, mlp, rbf
+from .bgflow_kernel import BgflowKernel
 from .mlp import TanhMLP
 from .rbf import RBFKernel
-
-SIZES = ("small", "medium", "paper")  # example sizes; "paper" is the paper's DW4 psi
 
 
 @dataclass(frozen=True)
 class Family:
     """How a psi family is written to and read from files."""
 
+    cls: type  # the psi class; model files rebuild it with cls.from_theta
     prefix: str  # of case ids, e.g. "rbf"
     formula: str  # the formula, with the meaning and shape of each parameter
     params: Callable  # psi object -> {name: float or ndarray}
@@ -31,16 +38,10 @@ class Family:
     # (params, r, t) -> (psi, dpsi/dr) for an array r, in NumPy, keeping the float dtype
     # of its arguments (refimpl.vectors evaluates it in extended precision)
     numpy: Callable
-    example: Callable  # (rng, size, t0, t1) -> params, the linear ones of unit scale
+    # (rng, size, t0, t1) -> params, the linear ones of unit scale; size is "small",
+    # "medium" or "paper" (the paper's DW4 psi)
+    example: Callable
     linear: tuple = ()  # the parameters psi is linear in (jointly)
-
-
-def _rbf_numpy(p, r, t):
-    time_rbf = np.exp(-p["gamma_t"] * (t - p["nu"]) ** 2)
-    d = r[..., None] - p["mu"]
-    dist_rbf = np.exp(-p["gamma"] * d * d)
-    c = p["weights"] @ time_rbf
-    return dist_rbf @ c, (-2.0 * p["gamma"] * d * dist_rbf) @ c
 
 
 def _rbf_example(rng, size, t0, t1):
@@ -59,37 +60,11 @@ def _rbf_build(p):
     return RBFKernel(p["weights"], mu=p["mu"], nu=p["nu"], gamma=p["gamma"], gamma_t=p["gamma_t"])
 
 
-def _mlp_numpy(p, r, t):
-    s = np.tanh(p["a"] * r[..., None] + p["c"] * t + p["b"])
-    return p["v0"] + s @ p["v"], (p["a"] * (1.0 - s * s)) @ p["v"]
-
-
 def _mlp_example(rng, size, t0, t1):
     hidden = {"small": 4, "medium": 8, "paper": 16}[size]
     return {"a": 0.5 * rng.standard_normal(hidden), "c": rng.standard_normal(hidden),
             "b": rng.standard_normal(hidden), "v": rng.standard_normal(hidden),
             "v0": float(rng.standard_normal())}
-
-
-def _mlp_params(psi):
-    h, th = psi.hidden, psi.theta  # theta = [H, v0, a, c, b, v] (refimpl.mlp)
-    return {"a": th[2:2 + h].copy(), "c": th[2 + h:2 + 2 * h].copy(),
-            "b": th[2 + 2 * h:2 + 3 * h].copy(), "v": th[2 + 3 * h:].copy(), "v0": float(th[1])}
-
-
-def _bgflow_numpy(p, r, t):
-    d = np.sqrt(r * r + DISTANCE_EPS)
-    u = d[..., None] - p["mus"]
-    a = np.exp(p["neg_log_gammas"]) ** 2
-    g = np.exp(-u * u * a)
-    g1 = -2.0 * a * u * g
-    q = KERNEL_EPS + np.sum(g, axis=-1, keepdims=True)
-    h = np.exp(-(t - p["mus_time"]) ** 2 * np.exp(p["neg_log_gammas_time"]) ** 2)
-    time = h / (KERNEL_EPS + np.sum(h))
-    c = p["weights"] @ time
-    c0 = p["bias"] @ time + (p["importance"] ** 2) @ c
-    slope = (g1 / q - g * np.sum(g1, axis=-1, keepdims=True) / q ** 2) @ c
-    return (g / q) @ c + c0, slope * r / d
 
 
 def _bgflow_example(rng, size, t0, t1):
@@ -112,20 +87,20 @@ def _bgflow_params(psi):
 
 FAMILIES = {
     "RBFKernel": Family(
-        prefix="rbf",
+        cls=RBFKernel, prefix="rbf",
         formula="psi(r, t) = sum_{k,l} weights[k][l] exp(-gamma (r - mu[k])^2) "
                 "exp(-gamma_t (t - nu[l])^2); mu (n_r,), nu (n_t,), weights (n_r, n_t), "
                 "gamma and gamma_t scalars",
-        params=_rbf_params, build=_rbf_build, numpy=_rbf_numpy, example=_rbf_example,
+        params=_rbf_params, build=_rbf_build, numpy=rbf.psi_numpy, example=_rbf_example,
         linear=("weights",)),
     "TanhMLP": Family(
-        prefix="mlp",
+        cls=TanhMLP, prefix="mlp",
         formula="psi(r, t) = v0 + sum_h v[h] tanh(a[h] r + c[h] t + b[h]); a, c, b, v (H,), "
                 "v0 scalar",
-        params=_mlp_params, build=lambda p: TanhMLP(len(p["a"]), **p), numpy=_mlp_numpy,
+        params=TanhMLP.arrays, build=lambda p: TanhMLP(len(p["a"]), **p), numpy=mlp.psi_numpy,
         example=_mlp_example, linear=("v", "v0")),
     "BgflowKernel": Family(
-        prefix="bgflow",
+        cls=BgflowKernel, prefix="bgflow",
         formula="bgflow's KernelDynamics: psi(r, t) = sum_s T_s(t) [sum_k (K_k(d) + "
                 "importance[k]^2) weights[k][s] + bias[s]] with d = sqrt(r^2 + 1e-6), "
                 "K_k(d) = g_k(d) / (1e-6 + sum_m g_m(d)), g_k(d) = exp(-(d - mus[k])^2 "
@@ -136,5 +111,5 @@ FAMILIES = {
                 "bgflow's own divergence approximates it and differs by ~1e-7 relative "
                 "(refimpl/bgflow_kernel.py), which fails the divergence threshold.",
         params=_bgflow_params, build=lambda p: BgflowKernel.from_arrays(**p),
-        numpy=_bgflow_numpy, example=_bgflow_example, linear=("weights", "bias")),
+        numpy=bgflow_kernel.psi_numpy, example=_bgflow_example, linear=("weights", "bias")),
 }

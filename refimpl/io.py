@@ -9,7 +9,7 @@ checked before anything is allocated):
 ``kind``
     ``"equivariant_flow"`` or ``"realnvp"``.
 equivariant flow
-    ``psi_family`` (``"RBFKernel"``, ``"TanhMLP"`` or ``"BgflowKernel"``), ``psi_theta`` (the
+    ``psi_family`` (a name in ``refimpl.families.FAMILIES``), ``psi_theta`` (the
     family's full parameter vector), ``t0``, ``t1``, ``rtol``, ``atol``,
     ``max_steps``, ``n_particles``, ``dim`` (``-1`` where unset).
 RealNVP
@@ -27,18 +27,15 @@ naming the file and the field.
 
 import numpy as np
 
-from .bgflow_kernel import BgflowKernel
+from .families import FAMILIES
+from .files import FileFormatError, read_npz, save_npz
 from .flow import EquivariantFlow
 from .grad import FlowModel
-from .mlp import TanhMLP
 from .potentials import DoubleWell, LennardJones
-from .rbf import RBFKernel
-from .files import FileFormatError, read_npz, save_npz
 from .realnvp import RealNVP, n_coupling_params
 
 MODEL_FORMAT = "refimpl-model"
 MODEL_VERSION = 1
-_FAMILIES = {"RBFKernel": RBFKernel, "TanhMLP": TanhMLP, "BgflowKernel": BgflowKernel}
 # The fields a model file may hold and the dtype kinds of each (files.read_npz).
 _FIELDS = {
     "format": "U", "version": "iu", "kind": "U", "psi_family": "U", "psi_theta": "iuf",
@@ -70,8 +67,8 @@ def save_model(path, model, potential=None, params=None):
         if params is not None:
             model = FlowModel(model).with_params(params)
         family = type(model.psi).__name__
-        if family not in _FAMILIES:
-            raise TypeError(f"only {sorted(_FAMILIES)} psi families can be saved, got {family}")
+        if family not in FAMILIES or FAMILIES[family].cls is not type(model.psi):
+            raise TypeError(f"only {sorted(FAMILIES)} psi families can be saved, got {family}")
         arrays.update(kind=np.array("equivariant_flow"), psi_family=np.array(family),
                       psi_theta=model.psi.theta, t0=np.array(model.t0), t1=np.array(model.t1),
                       rtol=np.array(model.rtol), atol=np.array(model.atol),
@@ -121,10 +118,10 @@ def load_model(path):
     try:
         if kind == "equivariant_flow":
             family = f.string("psi_family")
-            if family not in _FAMILIES:
+            if family not in FAMILIES:
                 raise FileFormatError(f"{f.path}: field 'psi_family' is {family!r}; known: "
-                                      f"{', '.join(sorted(_FAMILIES))}")
-            psi = _FAMILIES[family].from_theta(f.floats("psi_theta", ndim=1))
+                                      f"{', '.join(sorted(FAMILIES))}")
+            psi = FAMILIES[family].cls.from_theta(f.floats("psi_theta", ndim=1))
             k, d = f.integer("n_particles", minimum=-1), f.integer("dim", minimum=-1)
             model = EquivariantFlow(psi, *(f.real(name) for name in ("t0", "t1", "rtol", "atol")),
                                     f.integer("max_steps", minimum=1, maximum=MAX_STEPS_LIMIT),

@@ -17,7 +17,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from ._validate import as_configurations, as_float_array, as_positive_float, as_positive_int
-from .realnvp import helmert_basis
+from .prior import helmert_basis
 
 # Eigenvalues with |lambda| <= ZERO_MODE_RTOL * max|lambda| count as zero modes
 # (rotations). Near a minimum with gradient g the rotational eigenvalues are

@@ -133,12 +133,34 @@ class TanhMLP(Psi):
         hidden = int(theta[0]) if theta.ndim == 1 and theta.size else 0
         if hidden < 1 or hidden != theta[0] or theta.size != _HEADER + 4 * hidden:
             raise ValueError(f"theta of length {theta.size} does not fit the TanhMLP layout")
-        a, c, b, v = (theta[_HEADER + q * hidden: _HEADER + (q + 1) * hidden] for q in range(4))
-        return cls(hidden, a=a, c=c, b=b, v=v, v0=theta[1])
+        return cls(hidden, **_named_arrays(theta))
 
     @property
     def hidden(self):
         return int(self.theta[0])
 
+    def arrays(self):
+        """The formula's parameters ``{a, c, b, v: (H,) arrays, v0: float}`` (copies)."""
+        return _named_arrays(self.theta)
+
     def __repr__(self):
         return f"TanhMLP(hidden={self.hidden})"
+
+
+def _named_arrays(theta):
+    """The formula's parameters (copies) from a parameter vector."""
+    h = int(theta[0])
+    a, c, b, v = (theta[_HEADER + q * h: _HEADER + (q + 1) * h].copy() for q in range(4))
+    return {"a": a, "c": c, "b": b, "v": v, "v0": float(theta[1])}
+
+
+def psi_numpy(p, r, t):
+    """``(psi, dpsi/dr)`` in NumPy, for an array of distances ``r``.
+
+    ``p`` holds the formula's parameters (``TanhMLP.arrays()``); the float
+    dtype of ``p``, ``r`` and ``t`` is kept (``refimpl.vectors`` evaluates it
+    in extended precision). The oracle of the Numba ``pair``
+    (``tests/test_psi.py``) and the reference of the golden vectors.
+    """
+    s = np.tanh(p["a"] * r[..., None] + p["c"] * t + p["b"])
+    return p["v0"] + s @ p["v"], (p["a"] * (1.0 - s * s)) @ p["v"]

@@ -35,6 +35,22 @@ def remove_mean(x):
     return x - x.mean(axis=-2, keepdims=True)
 
 
+def helmert_basis(n_particles, dim):
+    """Orthonormal basis ``Q (K D, (K-1) D)`` of the mean-free subspace (Helmert contrasts).
+
+    ``x = Q u`` maps coordinates ``u`` on the subspace to mean-free
+    configurations (flattened), and ``u = Q^T x`` back.
+    """
+    k = as_positive_int(n_particles, "n_particles", minimum=2)
+    d = as_positive_int(dim, "dim")
+    h = np.zeros((k - 1, k))
+    for j in range(1, k):
+        h[j - 1, :j] = 1.0
+        h[j - 1, j] = -float(j)
+        h[j - 1] /= np.sqrt(j * (j + 1.0))
+    return np.kron(h.T, np.eye(d))
+
+
 class MeanFreeNormal:
     """Standard normal on the mean-free subspace of ``K`` particles in ``D`` dims.
 

@@ -306,3 +306,19 @@ def _width(centres, name, gamma, gamma_name):
                          f"{gamma_name} = 1 / (2 spacing^2) overflows float64: spread the "
                          f"centres or give {gamma_name} explicitly")
     return gamma
+
+
+def psi_numpy(p, r, t):
+    """``(psi, dpsi/dr)`` by the direct double sum in NumPy, for an array of distances ``r``.
+
+    ``p`` holds the formula's parameters ``mu, nu, gamma, gamma_t, weights``
+    (``refimpl.families``); the float dtype of ``p``, ``r`` and ``t`` is kept
+    (``refimpl.vectors`` evaluates it in extended precision). The oracle of
+    the Numba ``pair`` (which sums the Gaussians by ratios from the nearest
+    centre, ``tests/test_psi.py``) and the reference of the golden vectors.
+    """
+    time_rbf = np.exp(-p["gamma_t"] * (t - p["nu"]) ** 2)
+    d = r[..., None] - p["mu"]
+    dist_rbf = np.exp(-p["gamma"] * d * d)
+    c = p["weights"] @ time_rbf
+    return dist_rbf @ c, (-2.0 * p["gamma"] * d * dist_rbf) @ c

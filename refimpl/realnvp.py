@@ -79,7 +79,7 @@ from numba import njit
 
 from ._validate import (as_configurations, as_finite_float, as_float_array, as_generator,
                         as_positive_float, as_positive_int, check_finite, memory_for)
-from .prior import standard_normal_log_prob
+from .prior import helmert_basis, standard_normal_log_prob
 
 
 @njit(cache=True)
@@ -112,18 +112,6 @@ defvjp(rowwise_dot,
 defjvp(rowwise_dot,
        lambda g, ans, h, w: rowwise_dot(g, w),
        lambda g, ans, h, w: rowwise_dot(h, g))
-
-
-def helmert_basis(n_particles, dim):
-    """Orthonormal basis ``Q (K D, (K-1) D)`` of the mean-free subspace (Helmert contrasts)."""
-    k = as_positive_int(n_particles, "n_particles", minimum=2)
-    d = as_positive_int(dim, "dim")
-    h = np.zeros((k - 1, k))
-    for j in range(1, k):
-        h[j - 1, :j] = 1.0
-        h[j - 1, j] = -float(j)
-        h[j - 1] /= np.sqrt(j * (j + 1.0))
-    return np.kron(h.T, np.eye(d))
 
 
 def n_coupling_params(event_dim, n_layers, hidden):

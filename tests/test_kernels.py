@@ -7,7 +7,7 @@ import pytest
 
 import refimpl
 
-from twins import divergence, field, mlp_psi, rbf_psi
+from twins import divergence, field, numpy_psi
 
 # Field and divergence sum the same terms as the twins in another order;
 # relative to the sum of |terms| they agree to rounding.
@@ -21,7 +21,7 @@ def _families():
     rng = np.random.default_rng(11)
     rbf = refimpl.RBFKernel(0.3 * rng.standard_normal((50, 10)))
     mlp = refimpl.TanhMLP(12, rng=4, v=0.3 * rng.standard_normal(12), v0=0.1)
-    return [(rbf, lambda r, t: rbf_psi(rbf, r, t)), (mlp, lambda r, t: mlp_psi(mlp, r, t))]
+    return [(rbf, lambda r, t: numpy_psi(rbf, r, t)), (mlp, lambda r, t: numpy_psi(mlp, r, t))]
 
 
 FAMILIES = _families()

@@ -9,7 +9,7 @@ import pytest
 from refimpl.minima import (STRUCTURE_TOL, cluster_minima, is_local_minimum, matches_any,
                             minimize_energies, same_structure)
 from refimpl.potentials import DoubleWell, LennardJones
-from refimpl.realnvp import helmert_basis
+from refimpl.prior import helmert_basis
 
 # Central-difference gradient of the energy, step h: truncation h^2 |u'''| / 6
 # ~ 1e-10 * 1e2 and rounding ~1e-16 * (sum of |pair terms| ~ 1e3) / h ~ 1e-8,

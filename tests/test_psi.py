@@ -9,7 +9,7 @@ from numba import njit
 import refimpl
 from refimpl.psi import PAIR_SIG, PREPARE_SIG, Psi, check_psi
 
-from twins import mlp_psi, rbf_psi
+from twins import numpy_psi
 
 # The RBF kernel sums Gaussians by exact ratios from the nearest centre; its
 # rounding differs from the direct sum by ~50 ulp of the sum of |terms|.
@@ -31,7 +31,7 @@ def test_rbf_values_match_direct_double_sum(t, n_distance, n_time, r_max):
     assert psi.theta[4] > 0, "linspace centres must take the equal-spacing path"
     r = np.concatenate([np.linspace(0.0, 2 * r_max, 4001), [1e-12, 0.5 * psi.mu[1]]])
     value, slope = psi.values(r, t)
-    want_value, want_slope = rbf_psi(psi, r, t)
+    want_value, want_slope = numpy_psi(psi, r, t)
     # scale: the sum of |terms|, the natural size of the rounding of a sum
     d = r[:, None] - psi.mu
     e = np.exp(-psi.gamma * d ** 2)
@@ -49,7 +49,7 @@ def test_rbf_unequal_centres_use_the_direct_sum():
     assert psi.theta[4] == 0.0
     r = np.linspace(0, 9, 301)
     value, slope = psi.values(r, 0.3)
-    want_value, want_slope = rbf_psi(psi, r, 0.3)
+    want_value, want_slope = numpy_psi(psi, r, 0.3)
     np.testing.assert_allclose(value, want_value, rtol=MLP_RTOL, atol=1e-14)
     np.testing.assert_allclose(slope, want_slope, rtol=MLP_RTOL, atol=1e-13)
 
@@ -70,7 +70,7 @@ def test_mlp_values_match_numpy():
     r = np.linspace(0, 10, 1001)
     for t in (0.0, 0.5, 1.0):
         value, slope = mlp.values(r, t)
-        want_value, want_slope = mlp_psi(mlp, r, t)
+        want_value, want_slope = numpy_psi(mlp, r, t)
         np.testing.assert_allclose(value, want_value, rtol=MLP_RTOL, atol=1e-14)
         np.testing.assert_allclose(slope, want_slope, rtol=MLP_RTOL, atol=1e-14)
 

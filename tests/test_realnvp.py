@@ -10,7 +10,8 @@ from autograd.test_util import check_grads
 from scipy import integrate
 
 import refimpl
-from refimpl.realnvp import RealNVP, helmert_basis, rowwise_dot
+from refimpl.prior import helmert_basis
+from refimpl.realnvp import RealNVP, rowwise_dot
 
 # Orthonormality of the closed-form Helmert basis: a few ulps per entry.
 BASIS_ATOL = 1e-14

@@ -1,27 +1,17 @@
 """Plain NumPy transcriptions of the formulas, written independently of the
-Numba kernels, to serve as oracles in the tests."""
+Numba kernels, to serve as oracles in the tests: the field and divergence here,
+psi by each family's NumPy formula in the package."""
 
 import numpy as np
 
-
-def rbf_psi(psi, r, t):
-    """psi(r, t) and d psi / d r for ``refimpl.RBFKernel`` by the direct double sum."""
-    r = np.asarray(r, dtype=float)
-    time_rbf = np.exp(-psi.gamma_t * (t - psi.nu) ** 2)
-    d = r[..., None] - psi.mu
-    dist_rbf = np.exp(-psi.gamma * d ** 2)
-    c = psi.weights @ time_rbf
-    return dist_rbf @ c, (-2.0 * psi.gamma * d * dist_rbf) @ c
+from refimpl.families import FAMILIES
 
 
-def mlp_psi(mlp, r, t):
-    """psi(r, t) and d psi / d r for ``refimpl.TanhMLP``."""
-    h = mlp.hidden
-    th = mlp.theta
-    v0, a, c, b, v = th[1], th[2:2 + h], th[2 + h:2 + 2 * h], th[2 + 2 * h:2 + 3 * h], th[2 + 3 * h:]
-    r = np.asarray(r, dtype=float)
-    s = np.tanh(a * r[..., None] + c * t + b)
-    return v0 + s @ v, (a * (1 - s ** 2)) @ v
+def numpy_psi(psi, r, t):
+    """psi(r, t) and d psi / d r of a registered family's psi object by the family's
+    NumPy formula (``refimpl.families``: one per family, beside its Numba kernels)."""
+    family = FAMILIES[type(psi).__name__]
+    return family.numpy(family.params(psi), np.asarray(r, dtype=float), t)
 
 
 def field(x, t, psi_fn):
