@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, prange, types
 
 from . import ode
-from ._kernels import augmented_rhs
+from ._kernels import augmented_rhs, scratch
 from .psi import PAIR2_TYPE, PAIR_TYPE, PAIR_VJP_TYPE, PREPARE_TYPE, PREPARE_VJP_TYPE
 from .tableau import A, B, C, N_STAGES
 
@@ -104,11 +104,13 @@ def replay_one(y0, t0, times, n_steps, p, Ys, Ks, taus, hs, y_end):
 
 
 @njit(cache=True)
-def adjoint_one(y0, t0, times, n_steps, ybar_end, theta, ctx, ctx_bar, prepare, pair, pair2,
-                pair_vjp, prepare_vjp, K, D, ybar0, theta_bar):
+def adjoint_one(y0, t0, times, n_steps, ybar_end, theta, work, window, ctx, ctx_bar, prepare,
+                pair, pair2, pair_vjp, prepare_vjp, K, D, ybar0, theta_bar):
     """Reverse mode of the frozen-step solve of one sample.
 
-    Replays the accepted steps (``replay_one``), then sweeps backwards from
+    Replays the accepted steps (``replay_one``, on the forward solve's
+    kernel: ``work`` and ``window`` as ``_kernels.field_and_divergence``
+    takes them), then sweeps backwards from
     the cotangent ``ybar_end`` of the final state. Writes the cotangent of
     ``y0`` into ``ybar0`` and adds the parameter cotangent into ``theta_bar``.
     """
@@ -117,8 +119,8 @@ def adjoint_one(y0, t0, times, n_steps, ybar_end, theta, ctx, ctx_bar, prepare, 
     Ks = np.empty((n_steps, N_STAGES + 1, n))
     taus = np.empty((n_steps, N_STAGES))
     hs = np.empty(n_steps)
-    replay_one(y0, t0, times, n_steps, (theta, ctx, prepare, pair, K, D), Ys, Ks, taus, hs,
-               np.empty(n))
+    replay_one(y0, t0, times, n_steps, (theta, work, prepare, pair, K, D, window), Ys, Ks, taus,
+               hs, np.empty(n))
 
     ybar = ybar_end.copy()
     kbar = np.empty((N_STAGES, n))
@@ -145,34 +147,39 @@ _i8 = types.int64
 _vec = types.float64[::1]
 _mat = types.float64[:, ::1]
 _ivec = types.int64[::1]
+_b1 = types.boolean
 
 
-@njit(types.void(_mat, _f8, _mat, _ivec, _mat, _vec, _i8, PREPARE_TYPE, PAIR_TYPE, PAIR2_TYPE,
-                 PAIR_VJP_TYPE, PREPARE_VJP_TYPE, _i8, _i8, _mat, _mat),
+@njit(types.void(_mat, _f8, _mat, _ivec, _mat, _vec, _i8, _b1, PREPARE_TYPE, PAIR_TYPE, _i8,
+                 PAIR2_TYPE, PAIR_VJP_TYPE, PREPARE_VJP_TYPE, _i8, _i8, _mat, _mat),
       cache=True, parallel=True)
-def adjoint_batch(Y0, t0, times, n_steps, Ybar, theta, ctx_size, prepare, pair, pair2, pair_vjp,
-                  prepare_vjp, K, D, Y0bar, theta_bar):
+def adjoint_batch(Y0, t0, times, n_steps, Ybar, theta, work_size, window, prepare, pair, ctx_size,
+                  pair2, pair_vjp, prepare_vjp, K, D, Y0bar, theta_bar):
     """``adjoint_one`` for every row; ``theta_bar[b]`` holds sample ``b``'s share.
 
-    The per-sample parameter cotangents are summed by the caller in a fixed
-    order, so the total does not depend on the number of threads.
+    ``work_size`` and ``window`` select the forward kernel as for
+    ``_kernels.solve_flow_batch``; ``ctx_size`` is psi's own scratch, used by
+    the pullback. The per-sample parameter cotangents are summed by the
+    caller in a fixed order, so the total does not depend on the number of
+    threads.
     """
     for b in prange(Y0.shape[0]):
+        work = scratch(theta, work_size, window)
         ctx = np.empty(max(ctx_size, 1))
         ctx_bar = np.empty(max(ctx_size, 1))
         theta_bar[b, :] = 0.0
-        adjoint_one(Y0[b], t0, times[b], n_steps[b], Ybar[b], theta, ctx, ctx_bar, prepare, pair,
-                    pair2, pair_vjp, prepare_vjp, K, D, Y0bar[b], theta_bar[b])
+        adjoint_one(Y0[b], t0, times[b], n_steps[b], Ybar[b], theta, work, window, ctx, ctx_bar,
+                    prepare, pair, pair2, pair_vjp, prepare_vjp, K, D, Y0bar[b], theta_bar[b])
 
 
-@njit(types.void(_mat, _f8, _mat, _ivec, _vec, _i8, PREPARE_TYPE, PAIR_TYPE, _i8, _i8, _mat),
-      cache=True, parallel=True)
-def replay_batch(Y0, t0, times, n_steps, theta, ctx_size, prepare, pair, K, D, Y):
+@njit(types.void(_mat, _f8, _mat, _ivec, _vec, _i8, _b1, PREPARE_TYPE, PAIR_TYPE, _i8, _i8,
+                 _mat), cache=True, parallel=True)
+def replay_batch(Y0, t0, times, n_steps, theta, ctx_size, window, prepare, pair, K, D, Y):
     """The frozen-step map: ``replay_one`` for every row, final states into ``Y``."""
     for b in prange(Y0.shape[0]):
         n = Y0.shape[1]
         m = n_steps[b]
-        ctx = np.empty(max(ctx_size, 1))
-        replay_one(Y0[b], t0, times[b], m, (theta, ctx, prepare, pair, K, D),
+        ctx = scratch(theta, ctx_size, window)
+        replay_one(Y0[b], t0, times[b], m, (theta, ctx, prepare, pair, K, D, window),
                    np.empty((m, N_STAGES, n)), np.empty((m, N_STAGES + 1, n)),
                    np.empty((m, N_STAGES)), np.empty(m), Y[b])

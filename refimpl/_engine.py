@@ -44,7 +44,9 @@ from autograd.tracer import getval, isbox
 
 from . import ode
 from ._adjoint import adjoint_batch, replay_batch
-from ._kernels import field_and_divergence_batch, solve_flow_batch
+from ._kernels import (field_and_divergence_batch, field_and_divergence_one, psi_args,
+                       solve_flow_batch)
+from .psi import compiled
 from ._validate import as_float_array
 
 # Accepted step times first recorded per sample when a gradient may follow
@@ -119,8 +121,8 @@ def field_and_divergence(psi, x, t):
     flat = np.ascontiguousarray(x.reshape(-1, k * d))
     g = np.empty_like(flat)
     div = np.empty(flat.shape[0])
-    field_and_divergence_batch(flat, t, psi.theta, int(psi.ctx_size), psi.prepare, psi.pair,
-                               k, d, g, div)
+    kernel = field_and_divergence_one if flat.shape[0] == 1 else field_and_divergence_batch
+    kernel(flat, t, psi.theta, *psi_args(psi), k, d, g, div)
     return g.reshape(x.shape), div.reshape(x.shape[:-2])
 
 
@@ -200,8 +202,7 @@ def _solve_kernel(solver, theta, y0, t_start, t_end, shape, width):
     t_reached = np.empty(n_batch)
     times = np.empty((n_batch, width))
     solve_flow_batch(y0, t_start, t_end, solver.rtol, solver.atol, solver.max_steps, theta,
-                     int(psi.ctx_size), psi.prepare, psi.pair, k, d, y, counts, status,
-                     t_reached, times)
+                     *psi_args(psi), k, d, y, counts, status, t_reached, times)
     failed = np.flatnonzero(status != ode.SUCCESS)
     if failed.size:
         b = failed[0]
@@ -218,8 +219,7 @@ def _solve_kernel(solver, theta, y0, t_start, t_end, shape, width):
 def _replay_rows(psi, theta, y0, t_start, steps, k, d):
     """The frozen-step map: end states of the rows of ``y0`` after ``steps``."""
     y = np.empty_like(y0)
-    replay_batch(y0, t_start, steps.times, steps.n_steps, theta, int(psi.ctx_size), psi.prepare,
-                 psi.pair, k, d, y)
+    replay_batch(y0, t_start, steps.times, steps.n_steps, theta, *psi_args(psi), k, d, y)
     return y
 
 
@@ -231,9 +231,10 @@ def _adjoint_rows(psi, theta, y0, t_start, steps, y_bar, k, d):
     """
     y0_bar = np.empty_like(y_bar)
     theta_bar = np.empty((y_bar.shape[0], theta.size))
-    adjoint_batch(y0, t_start, steps.times, steps.n_steps, y_bar, theta, int(psi.ctx_size),
-                  psi.prepare, psi.pair, psi.pair2, psi.pair_vjp, psi.prepare_vjp, k, d, y0_bar,
-                  theta_bar)
+    adjoint_batch(y0, t_start, steps.times, steps.n_steps, y_bar, theta, *psi_args(psi),
+                  int(psi.ctx_size), *(compiled(psi, f) for f in ("pair2", "pair_vjp",
+                                                                    "prepare_vjp")),
+                  k, d, y0_bar, theta_bar)
     return theta_bar.sum(axis=0), y0_bar
 
 

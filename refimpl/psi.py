@@ -51,6 +51,7 @@ Families: ``refimpl.rbf.RBFKernel``, ``refimpl.mlp.TanhMLP`` and
 import numpy as np
 from numba import njit, types
 from numba.core.registry import CPUDispatcher
+from numba.experimental.function_type import _get_wrapper_address
 
 from ._validate import as_finite_float, as_float_array, as_positive_int
 
@@ -166,12 +167,51 @@ _SIGNATURES = {"prepare": PREPARE_SIG, "pair": PAIR_SIG, "pair2": PAIR2_SIG,
                "pair_vjp": PAIR_VJP_SIG, "prepare_vjp": PREPARE_VJP_SIG}
 
 
+def _members(gradients):
+    return ["prepare", "pair"] + (["pair2", "pair_vjp", "prepare_vjp"] if gradients else [])
+
+
+def _fingerprint(psi, gradients):
+    """Everything ``check_psi`` looks at, or ``None`` if it cannot be captured.
+
+    Two calls with equal fingerprints get the same verdict: the bytes, shape
+    and layout of ``theta``, ``ctx_size`` (with its type), the member
+    functions themselves and, for gradients, ``trainable``.
+    """
+    theta = getattr(psi, "theta", None)
+    if not isinstance(theta, np.ndarray):
+        return None
+    key = [gradients, theta.dtype.str, theta.shape, theta.flags.c_contiguous, theta.tobytes(),
+           type(getattr(psi, "ctx_size", None)), getattr(psi, "ctx_size", None)]
+    key += [getattr(psi, attr, None) for attr in _members(gradients)]
+    if gradients:
+        idx = np.asarray(getattr(psi, "trainable", None))
+        key += [idx.dtype.str, idx.shape, idx.tobytes()]
+    return tuple(key)
+
+
 def check_psi(psi, gradients=False):
     """Raise ``TypeError``/``ValueError`` unless ``psi`` follows the protocol.
 
     With ``gradients=True`` also require the members that gradients need.
+    A psi that passed is remembered by its fingerprint (``_fingerprint``: a
+    copy of ``theta``'s bytes and the members checked), so checking it again
+    unchanged costs about a microsecond instead of a rebuild; any change,
+    in-place edits of ``theta`` included, is checked in full.
     """
-    members = ["prepare", "pair"] + (["pair2", "pair_vjp", "prepare_vjp"] if gradients else [])
+    key = _fingerprint(psi, gradients)
+    if key is not None and getattr(psi, "_psi_checked", None) == key:
+        return
+    _check_psi(psi, gradients)
+    if key is not None:
+        try:
+            psi._psi_checked = key
+        except AttributeError:  # a psi with __slots__: checked in full every time
+            pass
+
+
+def _check_psi(psi, gradients):
+    members = _members(gradients)
     for attr in ["theta", "ctx_size"] + members + (["trainable"] if gradients else []):
         if getattr(psi, attr, None) is None:
             what = "the psi protocol" + (" with gradients" if gradients else "")
@@ -195,3 +235,42 @@ def check_psi(psi, gradients=False):
         if idx.dtype.kind not in "iu" or idx.ndim != 1 or (idx.size and (
                 idx.min() < 0 or idx.max() >= theta.size or np.unique(idx).size != idx.size)):
             raise ValueError("psi.trainable must be distinct integer indices into psi.theta")
+
+
+class _Compiled:
+    """A psi function as the kernels' ``FunctionType`` argument, looked up once.
+
+    Given the dispatcher itself, Numba finds its address on every call, and
+    it types a ``WrapperAddressProtocol`` object by building its
+    ``FunctionType`` anew: about 35 us per function argument, more than a
+    small kernel takes. This object carries both, computed once (Numba reads
+    ``_numba_type_`` when typing an argument and ``__wrapper_address__`` when
+    passing it).
+    """
+
+    def __init__(self, fn, sig):
+        self._numba_type_ = types.FunctionType(sig)
+        self._sig = sig
+        self._address = _get_wrapper_address(fn, sig)
+
+    def __wrapper_address__(self):
+        return self._address
+
+    def signature(self):
+        return self._sig
+
+
+_COMPILED = {}
+
+
+def compiled(psi, attr):
+    """``psi.<attr>`` (a member of the protocol) in the form the kernels take it.
+
+    Call ``check_psi`` first: it makes sure the function was compiled with
+    its signature.
+    """
+    fn = getattr(psi, attr)
+    handle = _COMPILED.get((fn, attr))
+    if handle is None:
+        handle = _COMPILED[(fn, attr)] = _Compiled(fn, _SIGNATURES[attr])
+    return handle

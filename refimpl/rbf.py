@@ -23,21 +23,28 @@ from .psi import PAIR2_SIG, PAIR_SIG, PAIR_VJP_SIG, PREPARE_SIG, PREPARE_VJP_SIG
 _HEADER = 5
 
 
-@njit(PREPARE_SIG, cache=True)
-def _prepare(theta, t, ctx):
+@njit(cache=True)
+def coefficients(theta, t, b, c):
+    """``b_l = exp(-gamma_t (t - nu_l)^2)`` into ``b`` and ``c_k = sum_l W_kl b_l`` into ``c``."""
     n_r = int(theta[0])
     n_t = int(theta[1])
     gamma_t = theta[3]
     nu = theta[_HEADER + n_r: _HEADER + n_r + n_t]
     w0 = _HEADER + n_r + n_t
-    b = ctx[n_r: n_r + n_t]
     for l in range(n_t):
         b[l] = math.exp(-gamma_t * (t - nu[l]) ** 2)
     for k in range(n_r):
         acc = 0.0
         for l in range(n_t):
             acc += theta[w0 + k * n_t + l] * b[l]
-        ctx[k] = acc
+        c[k] = acc
+
+
+@njit(PREPARE_SIG, cache=True)
+def _prepare(theta, t, ctx):
+    n_r = int(theta[0])
+    n_t = int(theta[1])
+    coefficients(theta, t, ctx[n_r: n_r + n_t], ctx[:n_r])
 
 
 @njit(PREPARE_VJP_SIG, cache=True)
@@ -150,6 +157,111 @@ def _pair_vjp(theta, ctx, r, g_psi, g_dpsi, ctx_bar, theta_bar):
     lo, hi, e, mu, gamma = _gaussians_in_ctx(theta, ctx, r)
     for k in range(lo, hi + 1):
         ctx_bar[k] += (g_psi - 2.0 * gamma * (r - mu[k]) * g_dpsi) * e[k]
+
+
+# The specialized kernels of ``refimpl._kernels`` evaluate psi on a fixed window
+# of 2 WINDOW + 1 centres around the nearest one, with ``c`` zero-padded past
+# both ends of the grid: no data-dependent loop exit, no indirect call. They
+# apply when every Gaussian outside the window is below GAUSSIAN_CUTOFF
+# (``fits_window``), so they drop nothing ``_pair`` keeps; the terms they add
+# are below the cutoff (or have ``c = 0``).
+WINDOW = 10
+
+
+def fits_window(theta):
+    """Whether the fixed-window kernels may evaluate the RBF psi of ``theta``.
+
+    Needs equally spaced centres, and the first centre outside the window,
+    at least ``(WINDOW + 1/2) spacing`` from ``r``, below the cutoff (with a
+    factor e to spare for the rounding of the nearest-centre index).
+    """
+    gamma, spacing = float(theta[2]), float(theta[4])
+    return spacing > 0.0 and (gamma * (spacing * (WINDOW + 0.5)) ** 2
+                              >= 1.0 - math.log(GAUSSIAN_CUTOFF))
+
+
+def window_work_size(theta):
+    """Length of the per-sample scratch of the fixed-window kernels:
+    ``[c padded, mu padded, b, e]``."""
+    n_r, n_t = int(theta[0]), int(theta[1])
+    return 2 * (n_r + 2 * WINDOW) + n_t + 2 * WINDOW + 1
+
+
+@njit(cache=True)
+def window_setup(theta, work):
+    """Fill the fixed parts of ``work``: padded centres and the zero padding of ``c``.
+
+    Centres past the grid continue its spacing; their ``c`` is 0, so they
+    add exact zeros.
+    """
+    n_r = int(theta[0])
+    spacing = theta[4]
+    n_pad = n_r + 2 * WINDOW
+    for m in range(n_pad):
+        work[m] = 0.0
+        k = m - WINDOW
+        if 0 <= k < n_r:
+            work[n_pad + m] = theta[_HEADER + k]
+        else:
+            work[n_pad + m] = theta[_HEADER] + k * spacing
+
+
+@njit(cache=True, error_model="numpy")
+def window_prepare(theta, t, work):
+    """``c(t)`` into the padded part of ``work`` (as ``_prepare`` computes it)."""
+    n_r = int(theta[0])
+    n_t = int(theta[1])
+    n_pad = n_r + 2 * WINDOW
+    coefficients(theta, t, work[2 * n_pad: 2 * n_pad + n_t], work[WINDOW: WINDOW + n_r])
+
+
+@njit(cache=True, error_model="numpy")
+def window_pair(theta, work, r):
+    """``(psi, dpsi/dr)`` at ``r`` from the fixed window; ``window_prepare`` ran first.
+
+    The same recurrence as ``_gaussians`` (three ``exp``), run WINDOW steps
+    each way without a cutoff test, then summed in increasing ``k`` as
+    ``_pair`` does. Two guards act only on padded centres, past the grid:
+    the ratio exponents are capped at 700 (they exceed 0 only when ``r`` lies
+    more than half a spacing beyond the last centre, or before the first,
+    and then all centres on that side are padded) and each value at 1 (a
+    Gaussian never exceeds it, and a real one away from the nearest centre
+    is below exp(-gamma spacing^2 / 4)), so padded terms stay finite and add
+    ``0 * e = 0``.
+    """
+    n_r = int(theta[0])
+    n_t = int(theta[1])
+    gamma = theta[2]
+    spacing = theta[4]
+    n_pad = n_r + 2 * WINDOW
+    c = work[:n_pad]
+    mu = work[n_pad: 2 * n_pad]
+    e = work[2 * n_pad + n_t: 2 * n_pad + n_t + 2 * WINDOW + 1]
+    position = min(max((r - theta[_HEADER]) / spacing, 0.0), n_r - 1.0)
+    k0 = int(round(position))
+    d0 = r - mu[WINDOW + k0]
+    e0 = math.exp(-gamma * d0 * d0)
+    rho = math.exp(-2.0 * gamma * spacing * spacing)
+    e[WINDOW] = e0
+    value = e0
+    q = math.exp(min(gamma * spacing * (2.0 * d0 - spacing), 700.0))
+    for m in range(1, WINDOW + 1):
+        value = min(value * q, 1.0)
+        q *= rho
+        e[WINDOW + m] = value
+    value = e0
+    q = math.exp(min(-gamma * spacing * (2.0 * d0 + spacing), 700.0))
+    for m in range(1, WINDOW + 1):
+        value = min(value * q, 1.0)
+        q *= rho
+        e[WINDOW - m] = value
+    psi = 0.0
+    slope = 0.0
+    for m in range(2 * WINDOW + 1):
+        w = c[k0 + m] * e[m]
+        psi += w
+        slope += -2.0 * gamma * (r - mu[k0 + m]) * w
+    return psi, slope
 
 
 class RBFKernel(Psi):

@@ -27,7 +27,7 @@ from scipy.integrate import RK45, solve_ivp
 
 import refimpl
 from refimpl import ode, tableau
-from refimpl._kernels import augmented_rhs
+from refimpl._kernels import augmented_rhs, psi_args, scratch
 
 EPS = np.finfo(float).eps
 
@@ -212,7 +212,9 @@ def numpy_augmented_rhs(psi, n_particles, dim):
 
 def refimpl_augmented_rhs(psi, n_particles, dim):
     """The right-hand side refimpl's solver integrates (``_kernels.augmented_rhs``), for scipy."""
-    p = (psi.theta, np.empty(max(psi.ctx_size, 1)), psi.prepare, psi.pair, n_particles, dim)
+    ctx_size, window, _, _ = psi_args(psi)
+    p = (psi.theta, scratch(psi.theta, ctx_size, window), psi.prepare, psi.pair, n_particles, dim,
+         window)
 
     def rhs(t, y):
         out = np.empty_like(y)

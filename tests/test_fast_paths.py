@@ -1,0 +1,132 @@
+"""The kernels' fast paths against the general ones: the fixed-window RBF
+kernel, the single-row field kernel and the memory of ``check_psi``."""
+
+import numpy as np
+import pytest
+
+import refimpl
+from refimpl._kernels import field_and_divergence_batch, psi_args
+from refimpl.psi import check_psi
+
+from twins import divergence, field, rbf_psi
+
+# The window kernel adds the same terms as ``_pair`` in the same order, plus
+# terms below GAUSSIAN_CUTOFF (1e-22 relative to |c|) that ``_pair`` drops:
+# the two agree to a few rounding errors of the sum of |terms|.
+PATH_RTOL = 1e-15
+# Against the direct double sum in another order (as in test_kernels).
+TWIN_RTOL = 1e-12
+
+
+def _both_paths(psi, x, t):
+    """``(G, div)`` of the window kernel and of psi's own functions."""
+    k, d = x.shape[-2:]
+    flat = np.ascontiguousarray(x.reshape(-1, k * d))
+    ctx_size, window, prepare, pair = psi_args(psi)
+    assert window
+    out = []
+    for size, use_window in ((ctx_size, True), (int(psi.ctx_size), False)):
+        g = np.empty_like(flat)
+        div = np.empty(flat.shape[0])
+        field_and_divergence_batch(flat, t, psi.theta, size, use_window, prepare, pair, k, d, g,
+                                   div)
+        out.append((g, div))
+    return out
+
+
+def _stress_configurations(psi, rng):
+    """Pairs at distance 0, at and between every centre, just past both ends of
+    the grid, far beyond it, and astronomically far."""
+    mu = psi.mu
+    spacing = mu[1] - mu[0]
+    distances = np.concatenate([[0.0, 1e-300, 1e-9], mu, mu + 0.5 * spacing, mu + 0.4999 * spacing,
+                                mu[-1] + spacing * np.array([0.51, 1.0, 3.0, 10.5, 30.0]),
+                                [1e3, 1e18, 1e150], rng.uniform(0.0, mu[-1] + 2.0, 64)])
+    x = np.zeros((distances.size, 2, 2))
+    angle = rng.uniform(0.0, 2.0 * np.pi, distances.size)
+    x[:, 1, 0] = distances * np.cos(angle)
+    x[:, 1, 1] = distances * np.sin(angle)
+    return x
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},  # the benchmark's 50 x 10 layout
+    {"n_distance": 5, "n_time": 3},  # fewer centres than the window
+    {"n_distance": 80, "r_max": 3.0, "gamma": 400.0},  # narrow Gaussians
+    {"mu": np.linspace(1.0, 6.0, 30)},  # grid not starting at 0: r below the first centre
+])
+def test_window_kernel_matches_the_general_kernel_and_the_twin(kwargs):
+    rng = np.random.default_rng(5)
+    probe = refimpl.RBFKernel(**kwargs)
+    psi = refimpl.RBFKernel(rng.standard_normal(probe.shape), **kwargs)
+    x = np.concatenate([_stress_configurations(psi, rng),
+                        2.0 * rng.standard_normal((20, 2, 2))[:, :, :]])
+    for t in (0.0, 0.3, 1.0):
+        (g_w, div_w), (g_g, div_g) = _both_paths(psi, x, t)
+        assert np.all(np.isfinite(g_w)) and np.all(np.isfinite(div_w))
+        r = np.linalg.norm(x[:, 1] - x[:, 0], axis=-1)
+        # sum of |terms| of psi at r (bounds the rounding of both sums)
+        scale = np.abs(np.exp(-psi.gamma * (r[:, None] - psi.mu) ** 2)) @ np.abs(
+            psi.weights @ np.exp(-psi.gamma_t * (t - psi.nu) ** 2))
+        slope_factor = 2.0 * psi.gamma * (r + psi.mu[-1])
+        slope_scale = scale * (1.0 + slope_factor)
+        # what _pair may drop below the cutoff (rbf.GAUSSIAN_CUTOFF's comment)
+        c = psi.weights @ np.exp(-psi.gamma_t * (t - psi.nu) ** 2)
+        rho = np.exp(-2.0 * psi.gamma * (psi.mu[1] - psi.mu[0]) ** 2)
+        dropped = refimpl.rbf.GAUSSIAN_CUTOFF * np.max(np.abs(c)) / (1.0 - rho)
+        np.testing.assert_array_less(
+            np.abs(div_w - div_g),
+            PATH_RTOL * 4.0 * (slope_scale * r + 2.0 * scale)
+            + 2.0 * dropped * (slope_factor * r + 2.0) + 1e-300)
+        field_err = np.abs(g_w - g_g).reshape(-1, 2, 2).max(axis=(1, 2))
+        np.testing.assert_array_less(field_err, (PATH_RTOL * scale + dropped) * r + 1e-300)
+        psi_fn = lambda rr, tt: rbf_psi(psi, rr, tt)  # noqa: E731
+        for b in range(0, x.shape[0], 7):
+            want = field(x[b], t, psi_fn)
+            assert np.max(np.abs(g_w[b].reshape(2, 2) - want)) <= TWIN_RTOL * (
+                np.max(np.abs(want)) + scale[b] * r[b]) + 1e-300
+            want_div = divergence(x[b], t, psi_fn)
+            # the twin subtracts its diagonal terms D psi(0) from its sum
+            diagonal = 4.0 * abs(rbf_psi(psi, 0.0, t)[0])
+            assert abs(div_w[b] - want_div) <= TWIN_RTOL * (
+                abs(want_div) + slope_scale[b] * r[b] + 2.0 * scale[b] + diagonal) + 1e-300
+
+
+@pytest.mark.parametrize("kwargs", [{"gamma": 1.0}, {"mu": [0.0, 0.5, 2.0, 4.0]}])
+def test_rbf_outside_the_window_conditions_uses_its_own_functions(kwargs):
+    # wide Gaussians (more than WINDOW centres matter) or unequal centres
+    psi = refimpl.RBFKernel(**kwargs)
+    ctx_size, window, _, _ = psi_args(psi)
+    assert not window and ctx_size == psi.ctx_size
+
+
+def test_single_row_kernel_equals_its_row_in_a_batch():
+    rng = np.random.default_rng(2)
+    for psi in (refimpl.RBFKernel(0.3 * rng.standard_normal((50, 10))),
+                refimpl.TanhMLP(8, rng=1)):
+        x = 1.5 * rng.standard_normal((5, 6, 3))
+        g = refimpl.vector_field(x, 0.7, psi)
+        div = refimpl.divergence(x, 0.7, psi)
+        for b in range(5):
+            np.testing.assert_array_equal(refimpl.vector_field(x[b], 0.7, psi), g[b])
+            assert refimpl.divergence(x[b:b + 1], 0.7, psi)[0] == div[b]
+
+
+def test_check_psi_remembers_a_valid_psi_but_sees_every_change():
+    psi = refimpl.RBFKernel(np.ones((50, 10)))
+    x = np.ones((2, 2)) * np.arange(2)[:, None]
+    refimpl.vector_field(x, 0.0, psi)
+    assert getattr(psi, "_psi_checked", None) is not None
+    psi.theta[7] += 0.25  # a centre edited in place: the stored spacing is stale
+    with pytest.raises(ValueError, match="derived entries"):
+        refimpl.vector_field(x, 0.0, psi)
+    psi.theta[7] -= 0.25
+    refimpl.vector_field(x, 0.0, psi)
+    psi.ctx_size = 1
+    with pytest.raises(ValueError, match="ctx_size"):
+        refimpl.vector_field(x, 0.0, psi)
+    psi.ctx_size = 2 * 50 + 10
+    check_psi(psi)
+    with pytest.raises(TypeError, match="pair"):
+        psi.pair = None
+        check_psi(psi)
