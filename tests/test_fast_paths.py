@@ -8,7 +8,7 @@ import refimpl
 from refimpl._kernels import field_and_divergence_batch, psi_args
 from refimpl.psi import check_psi
 
-from twins import divergence, field, rbf_psi
+from twins import divergence, field, numpy_psi
 
 # The window kernel adds the same terms as ``_pair`` in the same order, plus
 # terms below GAUSSIAN_CUTOFF (1e-22 relative to |c|) that ``_pair`` drops:
@@ -80,14 +80,14 @@ def test_window_kernel_matches_the_general_kernel_and_the_twin(kwargs):
             + 2.0 * dropped * (slope_factor * r + 2.0) + 1e-300)
         field_err = np.abs(g_w - g_g).reshape(-1, 2, 2).max(axis=(1, 2))
         np.testing.assert_array_less(field_err, (PATH_RTOL * scale + dropped) * r + 1e-300)
-        psi_fn = lambda rr, tt: rbf_psi(psi, rr, tt)  # noqa: E731
+        psi_fn = lambda rr, tt: numpy_psi(psi, rr, tt)  # noqa: E731
         for b in range(0, x.shape[0], 7):
             want = field(x[b], t, psi_fn)
             assert np.max(np.abs(g_w[b].reshape(2, 2) - want)) <= TWIN_RTOL * (
                 np.max(np.abs(want)) + scale[b] * r[b]) + 1e-300
             want_div = divergence(x[b], t, psi_fn)
             # the twin subtracts its diagonal terms D psi(0) from its sum
-            diagonal = 4.0 * abs(rbf_psi(psi, 0.0, t)[0])
+            diagonal = 4.0 * abs(numpy_psi(psi, 0.0, t)[0])
             assert abs(div_w[b] - want_div) <= TWIN_RTOL * (
                 abs(want_div) + slope_scale[b] * r[b] + 2.0 * scale[b] + diagonal) + 1e-300
 
