@@ -86,7 +86,7 @@ def make_solver(rhs):
 
     ``rhs`` is a Numba function ``rhs(t, y, out, p)``. Returns a
     ``Solver`` of Numba functions that call it: ``initial_step``,
-    ``rk_step``, ``solve`` and ``solve_fixed`` (documented below).
+    ``rk_step`` and ``solve`` (documented below).
 
     Why a factory: Numba cannot cache a function that receives another
     Numba function as an argument (its machine code then refers to that
@@ -254,30 +254,10 @@ def make_solver(rhs):
         y_out[:] = y
         return SUCCESS, t
 
-    @njit
-    def solve_fixed(p, t0, t1, y0, n_steps, y_out):
-        """``n_steps`` equal Dormand--Prince steps, no error control.
-
-        Used to measure the order of the method; writes ``y(t1)`` into
-        ``y_out``.
-        """
-        n = y0.shape[0]
-        K = np.empty((N_STAGES + 1, n))
-        Y = np.empty((N_STAGES, n))
-        y = y0.copy()
-        y_new = np.empty(n)
-        h = (t1 - t0) / n_steps
-        rhs(t0, y, K[0], p)
-        for step in range(n_steps):
-            rk_step(p, t0 + step * h, y, h, K, Y, y_new)
-            y[:] = y_new
-            K[0, :] = K[N_STAGES]
-        y_out[:] = y
-
-    return Solver(initial_step, rk_step, solve, solve_fixed)
+    return Solver(initial_step, rk_step, solve)
 
 
-Solver = collections.namedtuple("Solver", "initial_step rk_step solve solve_fixed")
+Solver = collections.namedtuple("Solver", "initial_step rk_step solve")
 
 
 def solve_ivp_rk45(rhs, t0, t1, y0, rtol=1e-6, atol=1e-8, max_steps=100_000, p=()):
@@ -318,11 +298,3 @@ def solve_ivp_rk45(rhs, t0, t1, y0, rtol=1e-6, atol=1e-8, max_steps=100_000, p=(
     info = {"nfev": int(stats[NFEV]), "naccept": int(stats[NACCEPT]),
             "nreject": int(stats[NREJECT]), "times": times[: stats[NACCEPT]].copy()}
     return y, info
-
-
-def solve_fixed_rk45(rhs, t0, t1, y0, n_steps, p=()):
-    """``n_steps`` equal Dormand--Prince steps from ``t0`` to ``t1``."""
-    y0 = np.ascontiguousarray(y0, dtype=np.float64)
-    y = np.empty_like(y0)
-    make_solver(rhs).solve_fixed(p, float(t0), float(t1), y0, int(n_steps), y)
-    return y
