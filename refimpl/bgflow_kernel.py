@@ -360,11 +360,22 @@ class BgflowKernel(Psi):
         w0 = _offsets(n_k, n_s)[5]
         return self.theta[w0: w0 + n_k * n_s].reshape(n_k, n_s)
 
+    def values(self, r, t):
+        """``Psi.values``; distances beyond ``MAX_COORDINATE`` are refused, as the
+        regularized distance ``sqrt(r^2 + eps)`` would overflow."""
+        check_range(as_float_array(r, "r"), "r")
+        return super().values(r, t)
+
     def bgflow_divergence(self, x, t):
         """bgflow's divergence (``forward`` returns its negative): regularized ``d``,
         approximate ``dK``; shape ``x.shape[:-2]``. ``refimpl.divergence`` is the exact one."""
         x = as_configurations(x, "x")
         t = as_finite_float(t, "t")
+        # (t - mu)^2 / width^2 may overflow for |t| ~ 1e154: exp(-inf) = 0 is then exact
+        with np.errstate(over="ignore"):
+            return self._bgflow_divergence(x, t)
+
+    def _bgflow_divergence(self, x, t):
         k, dim = x.shape[-2:]
         off = ~np.eye(k, dtype=bool)
         r = np.sqrt(np.sum((x[..., :, None, :] - x[..., None, :, :]) ** 2, axis=-1))[..., off]

@@ -14,12 +14,19 @@ Files written (all numbers deterministic given the seed):
     The MCMC trajectory and the Experiment 2 training set, with the seed.
 ``run.json``
     Settings, timings and versions.
+``.refimpl-reproduce.json``
+    The settings, written first: a later run into the same folder with other
+    settings is refused (unless ``--overwrite``), one with the same settings
+    resumes.
 Training checkpoints go to ``checkpoints/`` (named with a hash of the
 settings); running the same command again after an interruption resumes
 training where it stopped, with bit-identical results.
 """
 
 import dataclasses
+import errno
+import json
+import os
 import pathlib
 import platform
 import sys
@@ -29,17 +36,30 @@ import numpy as np
 
 from .. import __version__
 from ..io import save_model
-from ..files import save_npz, write_json, write_text
+from ..files import read_json, save_npz, write_json, write_text
 from . import discovery, figure, generalization
 from .common import system
 from .settings import Settings
 
 
-def reproduce(out="results", quick=False, seed=0, log=sys.stderr):
-    """Run everything; returns the paths written."""
+# Written into the output folder first: which run the folder belongs to.
+RUN_MARKER = ".refimpl-reproduce.json"
+
+
+def reproduce(out="results", quick=False, seed=0, log=sys.stderr, overwrite=False):
+    """Run everything; returns the paths written.
+
+    ``out`` must be a new or empty folder, or one holding results of the same
+    settings (the run then resumes from its checkpoints); results of other
+    settings are replaced only with ``overwrite=True``. Checked before
+    anything is created.
+    """
     out = pathlib.Path(out)
     settings = Settings(seed=seed)
     settings = settings.quick() if quick else settings
+    run = {"settings": json.loads(json.dumps(dataclasses.asdict(settings))), "quick": quick}
+    _check_output_folder(out, run, overwrite)
+    write_json(out / RUN_MARKER, run)
     for sub in ("models", "data", "checkpoints"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     timings = {}
@@ -89,3 +109,37 @@ def reproduce(out="results", quick=False, seed=0, log=sys.stderr):
     })
     print(f"done in {timings['total']:.0f} s; results in {out}/", file=log, flush=True)
     return sorted(str(p) for p in out.rglob("*") if p.is_file())
+
+
+def _check_output_folder(out, run, overwrite):
+    """Refuse a file, an unwritable place, or a folder of another run (unless ``overwrite``)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the results")
+    parent = next((p for p in [out, *out.parents] if p.exists()), pathlib.Path("."))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "cannot write the results (permission denied)",
+                              str(parent))
+    if not out.is_dir() or overwrite:
+        return
+    for name in (RUN_MARKER, "run.json"):  # run.json: results of an older refimpl
+        if (out / name).is_file():
+            try:
+                theirs = read_json(out / name, "results record")
+            except ValueError:
+                theirs = {}
+            if not isinstance(theirs, dict) or any(theirs.get(k) != v for k, v in run.items()):
+                raise ValueError(f"{out} holds results of another run ({_describe(theirs)}; "
+                                 f"this one is {_describe(run)}); choose another --out, or pass "
+                                 "--overwrite to replace them")
+            return
+    if any(out.iterdir()):
+        raise ValueError(f"{out} is not empty and holds no refimpl results; choose another "
+                         "--out, or pass --overwrite to write into it anyway")
+
+
+def _describe(run):
+    settings = run.get("settings") if isinstance(run, dict) else None
+    if not isinstance(settings, dict):
+        return "unknown settings"
+    kind = "quick" if run.get("quick") else "full"
+    return f"{kind}, seed {settings.get('seed')}"
