@@ -16,15 +16,15 @@ builds a ``theta`` or an augmented state. Its entry points here:
 ``theta_with(psi, params)``
     ``psi.theta`` with ``params`` in its trainable entries (a copy).
 
-Underneath, three functions on augmented rows ``y = [x.ravel(), l]`` of
-shape ``(B, K D + 1)`` are the only places that call solver kernels:
-``_solve_rows`` (adaptive Dormand--Prince, ``refimpl._kernels``),
-``_replay_rows`` (the frozen-step map) and ``_adjoint_rows`` (its discrete
-adjoint, ``refimpl._adjoint``). A specialized kernel replaces one of them
-without any change above.
+Underneath, ``field_and_divergence`` and three functions on augmented rows
+``y = [x.ravel(), l]`` of shape ``(B, K D + 1)`` are the only places that
+call kernels: ``_solve_kernel`` (adaptive Dormand--Prince,
+``refimpl._kernels``), ``_replay_rows`` (the frozen-step map) and
+``_adjoint_rows`` (its discrete adjoint, ``refimpl._adjoint``). A
+specialized kernel replaces the call in one of them, with no change above.
 
 Gradients. The differentiable map is the *frozen-step* map: the accepted
-steps of the adaptive solve, held fixed (DESIGN.md section 3). It is the
+steps of the adaptive solve, held fixed (``refimpl.grad``). It is the
 autograd primitive ``_frozen_map(params, y0, frozen)``, a pure function of
 its arguments; its VJP reads everything it needs from them (the step times
 travel in ``frozen``), so there is no state shared between a forward pass and

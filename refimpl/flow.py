@@ -11,6 +11,12 @@ with the adaptive Dormand--Prince solver of ``refimpl.ode``, one step
 sequence per sample. Then ``log q_X(x(t_1)) = log q_Z(z) + l(t_1)`` and
 ``log |det dx/dz| = -l(t_1)``. The inverse integrates the same system from
 ``t_1`` back to ``t_0``, and again ``log |det dz/dx| = -l(t_0)``.
+
+Every solve goes through ``refimpl._engine`` (``transport``), the one place
+that calls the solver kernels. ``refimpl.FlowModel`` is the differentiable
+view of a flow: its methods run this module's ``_transport``, ``_log_prob``
+and ``_sample`` with the parameters as an explicit argument, so both front
+ends compute the same numbers by the same code.
 """
 
 from autograd.tracer import getval, isbox
@@ -94,7 +100,7 @@ class EquivariantFlow:
 
     # --- the one implementation, shared with refimpl.FlowModel ----------------------------------
     # ``params`` is None (psi's own parameters) or the trainable vector, possibly an autograd
-    # box; each returns its values followed by the SolverStats of its solve (None for a replay).
+    # box. _log_prob and _sample return their values followed by the SolverStats of the solve.
 
     def _transport(self, params, x, inverse=False, frozen=None, record=False):
         """``_engine.transport`` of configurations ``x`` over this flow's interval."""

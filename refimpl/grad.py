@@ -4,11 +4,11 @@ The whole batched solve is one autograd primitive (``refimpl._engine``, the
 same code ``EquivariantFlow`` runs). Its forward pass is the adaptive solve,
 recording the times its accepted steps reached; its vector-Jacobian product
 is the discrete adjoint of that frozen-step map, in Numba
-(``refimpl._adjoint``). The primitive is a pure function of its arguments,
-so gradient computations may be interleaved or nested in any order. So the gradient is the
-*exact* derivative of the numbers the forward pass returned (DESIGN.md
-section 3): step sizes are control decisions, not part of the function. It
-matches central differences of the frozen-step map to rounding, and the
+(``refimpl._adjoint``). So the gradient is the *exact* derivative of the
+numbers the forward pass returned: step sizes are control decisions, not
+part of the function. The primitive is a pure function of its arguments, so
+gradient computations may be interleaved or nested in any order. It matches
+central differences of the frozen-step map to rounding, and the
 gradient of the continuous flow to within the solver tolerance. Only first
 derivatives exist: asking autograd for a second one (a Hessian, a gradient
 of a gradient) raises ``NotImplementedError``.
