@@ -175,26 +175,29 @@ def test_mlp_pair_derivatives_match_autograd():
     th = mlp.theta.copy()
     h = mlp.hidden
 
-    def psi_of(theta, r, t):
-        a, c, b, v = (theta[2 + h * q: 2 + h * (q + 1)] for q in range(4))
-        return theta[1] + anp.dot(v, anp.tanh(a * r + c * t + b))
+    def psi_of(p, r, t):
+        return p["v0"] + anp.dot(p["v"], anp.tanh(p["a"] * r + p["c"] * t + p["b"]))
 
+    params = mlp.arrays()
     dpsi = autograd.grad(psi_of, 1)
     r, t = 1.3, 0.6
     ctx = np.empty(h)
     mlp.prepare(th, t, ctx)
     value, slope, curvature = mlp.pair2(th, ctx, r)
-    assert value == pytest.approx(psi_of(th, r, t), rel=1e-14)
-    assert slope == pytest.approx(dpsi(th, r, t), rel=1e-13)
-    assert curvature == pytest.approx(autograd.grad(dpsi, 1)(th, r, t), rel=1e-12)
+    assert value == pytest.approx(psi_of(params, r, t), rel=1e-14)
+    assert slope == pytest.approx(dpsi(params, r, t), rel=1e-13)
+    assert curvature == pytest.approx(autograd.grad(dpsi, 1)(params, r, t), rel=1e-12)
     g_psi, g_dpsi = 0.8, -1.7
-    want = autograd.grad(lambda p: g_psi * psi_of(p, r, t) + g_dpsi * dpsi(p, r, t))(th)
+    want = autograd.grad(lambda p: g_psi * psi_of(p, r, t) + g_dpsi * dpsi(p, r, t))(params)
     ctx_bar = np.zeros(h)
     theta_bar = np.zeros_like(th)
     mlp.pair_vjp(th, ctx, r, g_psi, g_dpsi, ctx_bar, theta_bar)
     mlp.prepare_vjp(th, t, ctx, ctx_bar, theta_bar)
-    np.testing.assert_allclose(theta_bar[mlp.trainable], want[mlp.trainable], rtol=1e-12,
-                               atol=1e-14)
+    assert np.array_equal(np.sort(mlp.trainable), np.arange(1, th.size))  # all but the size
+    theta_bar[0] = h  # the size entry, so that theta_bar reads in the layout of mlp.py
+    got = refimpl.mlp._named_arrays(theta_bar)
+    for name in params:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-12, atol=1e-14)
 
 
 # The gradient is not itself under error control; its relative error tracks
