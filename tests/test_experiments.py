@@ -31,11 +31,21 @@ def test_quick_reproduce_writes_every_promised_file(quick_runs):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert (out / "figure1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = json.loads((out / "table1.json").read_text())
+    markdown = (out / "table1.md").read_text()
     for name in ("nBG", "eqBG"):
-        assert np.isfinite(table[name]["train_nll"]) and np.isfinite(table[name]["test_nll"])
-    assert table["paper"]["eqBG"]["test"] == 6.72
+        row = table[name]
+        assert np.isfinite(row["train_nll"]) and np.isfinite(row["test_nll"])
+        # the Markdown table shows the JSON's numbers, not stale or swapped ones
+        assert (f"| {name} | {row['train_nll']:.2f} | {row['test_nll']:.2f} | "
+                f"{row['test_nll'] - row['train_nll']:.2f} |") in markdown
     summary = json.loads((out / "experiment2.json").read_text())
-    assert {"nBG", "eqBG", "training_state_energy"} <= set(summary)
+    assert {"nBG", "eqBG", "training_state_energy", "random_start_minima"} <= set(summary)
+    lowest = summary["random_start_minima"]["structures"][0]
+    assert lowest["is_training_state"]  # the training state is the lowest random-start minimum
+    assert lowest["energy"] == summary["training_state_energy"]
+    for name in ("nBG", "eqBG"):
+        counts = [r["count"] for r in summary[name]["structures"]]
+        assert sum(counts) == summary[name]["n_verified_minima"] <= summary[name]["n_samples"]
     run = json.loads((out / "run.json").read_text())
     assert run["quick"] is True and run["settings"]["seed"] == 0
 
@@ -71,9 +81,13 @@ def test_trajectory_is_mean_free_and_seeded():
     np.testing.assert_allclose(energies, refimpl.DoubleWell(4, 2).energy(x), rtol=1e-12)
 
 
-def test_cli_reports_bad_arguments(capsys):
-    with pytest.raises(SystemExit):
-        main(["reproduce", "--seed", "x"])
+def test_cli_refuses_a_non_integer_seed_before_writing_anything(tmp_path, capsys):
+    out = tmp_path / "results"
+    with pytest.raises(SystemExit) as info:
+        main(["reproduce", "--seed", "1.5", "--out", str(out)])
+    assert info.value.code == 2
+    assert "--seed" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_checkpoints_are_tied_to_the_settings(quick_runs):

@@ -29,7 +29,7 @@ def make_models(settings):
                                      n_time=settings.rbf_shape[1]),
                            rtol=settings.rtol, atol=settings.atol, n_particles=k, dim=d)
     nvp = RealNVP(k, d, n_layers=settings.nvp_layers, hidden=settings.nvp_hidden,
-                  rng=settings.seed)
+                  rng=settings.rng("nvp_init"))
     return {"nBG": nvp, "eqBG": FlowModel(flow)}
 
 
@@ -71,9 +71,9 @@ def settings_tag(settings):
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def sample_summary(model, params, potential, n, seed):
+def sample_summary(model, params, potential, n, rng):
     """Samples of a trained model, their energies, log-densities and the ESS."""
-    x, log_q = model.sample(params, n, np.random.default_rng(seed))
+    x, log_q = model.sample(params, n, rng)
     x, log_q = np.asarray(x), np.asarray(log_q)
     energy = potential.energy(x)
     ess = effective_sample_size(log_weights(energy, log_q))

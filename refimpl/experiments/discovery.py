@@ -13,13 +13,19 @@ from ..prior import remove_mean
 from .common import sample_summary, system, train_both
 
 
-def training_state(settings):
-    """The lowest minimum reached from ``n_random_starts`` random starts."""
-    potential = system(settings)
-    rng = np.random.default_rng(settings.seed)
-    starts = 3.0 * rng.standard_normal((settings.n_random_starts, settings.n_particles,
-                                        settings.dim))
-    found = minimize_energies(potential, starts)
+def random_start_minima(settings):
+    """Minimize ``n_random_starts`` random configurations (the landscape reference).
+
+    Returns the ``MinimizationResult``; its lowest verified minimum is the
+    training state.
+    """
+    starts = settings.random_start_scale * settings.rng("random_starts").standard_normal(
+        (settings.n_random_starts, settings.n_particles, settings.dim))
+    return minimize_energies(system(settings), starts)
+
+
+def training_state(found):
+    """The lowest verified minimum of ``random_start_minima``: ``(x (K, D), energy)``."""
     ok = np.flatnonzero(found.success)
     if ok.size == 0:
         raise RuntimeError("no random start converged to a minimum")
@@ -35,7 +41,10 @@ def _relaxed(potential, x):
     return result, verified
 
 
-def _structures(potential, result, verified, reference, settings):
+def _structures(result, verified, reference, settings, landscape=None):
+    """Distinct minima of ``result.x[verified]``, each compared with the training
+    state ``reference (K, D)`` and, if given, the random-start minima
+    ``landscape (M, K, D)``."""
     clusters = cluster_minima(result.x[verified], result.energies[verified],
                               tol=settings.structure_tol)
     rows = []
@@ -47,6 +56,9 @@ def _structures(potential, result, verified, reference, settings):
                          np.linalg.norm(rep[:, None] - rep[None], axis=-1)[
                              np.triu_indices(rep.shape[0], 1)]).round(4).tolist(),
                      "configuration": np.asarray(rep).round(6).tolist()})
+        if landscape is not None:
+            rows[-1]["from_random_starts"] = bool(matches_any(rep, landscape,
+                                                              settings.structure_tol))
     return rows, clusters
 
 
@@ -62,9 +74,11 @@ def _shown(labels, verified):
 
 def run(settings, checkpoint_dir=None, log=None):
     potential = system(settings)
-    state, state_energy = training_state(settings)
-    rng = np.random.default_rng(settings.seed + 2)
-    noise = settings.noise * rng.standard_normal((settings.n_training_states,) + state.shape)
+    found = random_start_minima(settings)
+    state, state_energy = training_state(found)
+    landscape_rows, landscape = _structures(found, found.success, state, settings)
+    noise = settings.noise * settings.rng("training_noise").standard_normal(
+        (settings.n_training_states,) + state.shape)
     data = remove_mean(state + noise)
     trained = train_both(settings, data, potential, "exp2", checkpoint_dir,
                          **({} if log is None else {"log": log}))
@@ -73,26 +87,38 @@ def run(settings, checkpoint_dir=None, log=None):
     training = {"data": data, "state": state, "state_energy": state_energy,
                 "x": shown, "energy": potential.energy(shown), "minimized": result.x,
                 "minimized_energy": result.energies, "shown": [0, 1]}
-    training["structures"], _ = _structures(potential, result, verified, state, settings)
+    training["structures"], _ = _structures(result, verified, state, settings,
+                                            landscape.representatives)
     models = {}
     for name, (model, params, seconds, history) in trained.items():
-        drawn = sample_summary(model, params, potential, settings.n_minimized, settings.seed + 3)
+        drawn = sample_summary(model, params, potential, settings.n_minimized,
+                               settings.rng("exp2_samples"))
         result, verified = _relaxed(potential, drawn["x"])
-        rows, clusters = _structures(potential, result, verified, state, settings)
+        rows, clusters = _structures(result, verified, state, settings,
+                                     landscape.representatives)
         models[name] = {
             "x": drawn["x"], "energy": drawn["energy"], "minimized": result.x,
             "minimized_energy": result.energies, "verified": verified,
             "shown": _shown(clusters.labels, verified), "structures": rows,
             "model": model, "params": params, "training_seconds": seconds, "history": history,
         }
-    return {"training": training, "models": models}
+    return {"training": training, "models": models,
+            "random_starts": {"n_starts": int(found.x.shape[0]),
+                              "n_minima": int(np.sum(found.success)),
+                              "structures": landscape_rows}}
 
 
 def summary(result):
     """Experiment 2 summary as a JSON-ready dict and as Markdown."""
+    starts = result["random_starts"]
     record = {"training_state_energy": result["training"]["state_energy"],
-              "training_set_minima": result["training"]["structures"]}
-    lines = [f"Training state: energy {result['training']['state_energy']:.3f} "
+              "training_set_minima": result["training"]["structures"],
+              "random_start_minima": starts}
+    lines = [f"Random starts: {starts['n_starts']} minimized, {starts['n_minima']} to verified "
+             f"minima, {len(starts['structures'])} distinct structure(s): energies "
+             + ", ".join(f"{r['energy']:.3f} ({r['count']})" for r in starts["structures"])
+             + ".", "",
+             f"Training state: energy {result['training']['state_energy']:.3f} "
              f"(u / T); the noisy training set relaxes to "
              f"{len(result['training']['structures'])} structure(s).", ""]
     for name in ("nBG", "eqBG"):
@@ -105,11 +131,12 @@ def summary(result):
         lines.append(f"**{name}**: {len(block['x'])} samples, "
                      f"{int(np.sum(block['verified']))} relaxed to verified minima, "
                      f"{len(rows)} distinct structure(s), {len(new)} not in the training set.")
-        lines += ["", "| energy | samples | training state? | sorted pair distances |",
-                  "| ---: | ---: | :---: | --- |"]
+        lines += ["", "| energy | samples | training state? | from random starts? | "
+                  "sorted pair distances |", "| ---: | ---: | :---: | :---: | --- |"]
         for r in rows:
             lines.append(f"| {r['energy']:.3f} | {r['count']} | "
                          f"{'yes' if r['is_training_state'] else 'new'} | "
+                         f"{'yes' if r['from_random_starts'] else 'no'} | "
                          f"{', '.join(f'{v:.3f}' for v in r['sorted_pair_distances'])} |")
         lines.append("")
     return record, "\n".join(lines)

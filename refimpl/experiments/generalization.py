@@ -16,7 +16,7 @@ from .settings import PAPER_TABLE_1
 def trajectory(settings):
     """The MCMC data: ``(samples (n, K, D), energies, acceptance rate)``."""
     potential = system(settings)
-    rng = np.random.default_rng(settings.seed)
+    rng = settings.rng("mcmc")
     start = settings.mcmc_start_scale * rng.standard_normal((settings.n_particles, settings.dim))
     run = metropolis_hastings(potential, start, settings.mcmc_steps, settings.mcmc_step_size,
                               rng, thin=settings.mcmc_thin, mean_free=True)
@@ -33,7 +33,8 @@ def run(settings, checkpoint_dir=None, log=None):
                          **({} if log is None else {"log": log}))
     rows = {}
     for name, (model, params, seconds, history) in trained.items():
-        drawn = sample_summary(model, params, potential, settings.n_samples, settings.seed + 1)
+        drawn = sample_summary(model, params, potential, settings.n_samples,
+                               settings.rng("exp1_samples"))
         rows[name] = {
             "train_nll": float(-np.mean(model.log_prob(params, train_x))),
             "test_nll": float(-np.mean(model.log_prob(params, test_x))),
