@@ -42,6 +42,11 @@ class Family:
     # "medium" or "paper" (the paper's DW4 psi)
     example: Callable
     linear: tuple = ()  # the parameters psi is linear in (jointly)
+    # Gradients are reported per named parameter (refimpl.vectors.named_gradient): the
+    # parameters the family can train, and how to build a psi with all of them trainable
+    # (None: ``build`` already does).
+    trainable_params: tuple = ()
+    build_trainable: Callable = None
 
 
 def _rbf_example(rng, size, t0, t1):
@@ -92,13 +97,13 @@ FAMILIES = {
                 "exp(-gamma_t (t - nu[l])^2); mu (n_r,), nu (n_t,), weights (n_r, n_t), "
                 "gamma and gamma_t scalars",
         params=_rbf_params, build=_rbf_build, numpy=rbf.psi_numpy, example=_rbf_example,
-        linear=("weights",)),
+        linear=("weights",), trainable_params=("weights",)),
     "TanhMLP": Family(
         cls=TanhMLP, prefix="mlp",
         formula="psi(r, t) = v0 + sum_h v[h] tanh(a[h] r + c[h] t + b[h]); a, c, b, v (H,), "
                 "v0 scalar",
         params=TanhMLP.arrays, build=lambda p: TanhMLP(len(p["a"]), **p), numpy=mlp.psi_numpy,
-        example=_mlp_example, linear=("v", "v0")),
+        example=_mlp_example, linear=("v", "v0"), trainable_params=("a", "c", "b", "v", "v0")),
     "BgflowKernel": Family(
         cls=BgflowKernel, prefix="bgflow",
         formula="bgflow's KernelDynamics: psi(r, t) = sum_s T_s(t) [sum_k (K_k(d) + "
@@ -111,5 +116,8 @@ FAMILIES = {
                 "bgflow's own divergence approximates it and differs by ~1e-7 relative "
                 "(refimpl/bgflow_kernel.py), which fails the divergence threshold.",
         params=_bgflow_params, build=lambda p: BgflowKernel.from_arrays(**p),
-        numpy=bgflow_kernel.psi_numpy, example=_bgflow_example, linear=("weights", "bias")),
+        numpy=bgflow_kernel.psi_numpy, example=_bgflow_example, linear=("weights", "bias"),
+        trainable_params=("weights", "bias", "importance", "neg_log_gammas",
+                          "neg_log_gammas_time"),
+        build_trainable=lambda p: BgflowKernel.from_arrays(True, True, **p)),
 }

@@ -1,35 +1,56 @@
-"""``refimpl verify GOLDEN.json THEIRS``: check another implementation against golden vectors.
+"""Check another implementation against golden vectors (``refimpl.vectors``).
 
-``GOLDEN.json`` is written by ``refimpl vectors`` (``refimpl.vectors``).
-``THEIRS`` holds the other implementation's outputs for the same cases:
+Two entry points share one comparison path (``compare``) and one report:
 
-``.json``
-    ``{"cases": {case_id: {quantity: value, ...}, ...}}``; a value is a number
-    for a scalar quantity and nested lists of shape ``(K, D)`` otherwise.
-    Other top-level keys are ignored.
-``.npz``
-    one array per value, named ``"<case_id>/<quantity>"`` (shape ``()`` for
-    scalars), e.g. ``np.savez(path, **{"rbf_k4_d2/field": g, ...})``.
+``check_implementation(golden, implementation)``
+    in-process: ``implementation(case) -> {quantity: value}`` is called once
+    per golden case and a ``Report`` comes back, so a PyTorch or JAX test is
+    ``assert report.passed, report``.
+``refimpl verify GOLDEN.json THEIRS`` (``verify``)
+    from files; ``THEIRS`` holds the outputs for the same cases:
+
+    ``.json``
+        ``{"cases": {case_id: {quantity: value, ...}, ...}}``; a value is a
+        number for a scalar quantity, nested lists of shape ``(K, D)``, and
+        for a gradient an object ``{name: value}`` (one entry per name in the
+        case's ``psi.trainable``). Other top-level keys are ignored.
+    ``.npz``
+        one array per value, named ``"<case_id>/<quantity>"`` (shape ``()``
+        for scalars) or ``"<case_id>/<quantity>/<name>"`` for a gradient.
 
 Quantities are those of the golden file's ``quantities``. Every golden case
 must be present (every case of the psi families selected with ``families``,
 if given); a quantity is provided either for every case or for none (then
 it is reported as not provided, a failure only with ``strict``).
 Missing or unknown cases, unknown quantities, wrong shapes and non-finite
-or non-numeric values are errors that name the case and the quantity.
+or non-numeric values are errors that name the case and the quantity. A
+failing quantity is checked against the known convention errors
+(``refimpl.diagnose``) and the report names the one that fits.
+
+Golden files are trusted input: ``refimpl vectors`` writes a digest of every
+part, and a golden file whose digest no longer matches is refused, naming
+the part, unless ``allow_edited=True`` (``--allow-edited-golden``). The schema
+and the thresholds (positive, finite, at most ``MAX_THRESHOLD``) are checked
+either way.
 
 ``verify`` returns the exit code: 0 if every provided quantity is within its
-threshold in every case, 1 if any is not, 2 for a bad or mismatched file.
+threshold in every case, 1 if any is not, 2 for a bad, edited or mismatched
+file.
 """
 
-import json
+import os
 import sys
-import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .vectors import SCHEMA_VERSION
+from .files import NUMERIC_KINDS, FileFormatError, read_json, read_npz
+from .vectors import SCHEMA_VERSION, digest_parts, flatten
+
+# A threshold above this would pass outputs that are wrong by more than 1%:
+# no quantity here is verified at that level, so such a file is refused.
+MAX_THRESHOLD = 1e-2
+SHAPES = ("()", "(K, D)", "params")
 
 
 class VectorsFileError(ValueError):
@@ -37,13 +58,13 @@ class VectorsFileError(ValueError):
 
 
 def _read_json(path, what):
+    """A JSON file through ``refimpl.files.read_json`` (size and depth bounded)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        return read_json(path, what)
     except OSError as exc:
         raise VectorsFileError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise VectorsFileError(f"{what} {path} is not valid JSON: {exc}") from None
+    except FileFormatError as exc:
+        raise VectorsFileError(str(exc)) from None
 
 
 def _array(value, where, shape=None):
@@ -81,123 +102,227 @@ def _mapping(obj, where):
     return obj
 
 
-def load_golden(path):
-    """Read and check a golden file; return it with ``reference`` values as arrays.
+def _quantity(value, where, expected):
+    """One quantity's value as an array, or ``{name: array}`` for a gradient."""
+    if not isinstance(expected, dict):
+        return _array(value, where, expected)
+    if not isinstance(value, dict):
+        raise VectorsFileError(f"{where}: a gradient is an object {{name: value}} with the "
+                               f"names {', '.join(expected)}; got {type(value).__name__}")
+    for name in value:
+        if name not in expected:
+            raise VectorsFileError(f"{where}: unknown parameter {name!r} (the case's "
+                                   f"psi.trainable: {', '.join(expected)})")
+    missing = [name for name in expected if name not in value]
+    if missing:
+        raise VectorsFileError(f"{where}: no gradient for parameter(s) {', '.join(missing)}")
+    return {name: _array(value[name], f"{where}, parameter {name!r}", shape)
+            for name, shape in expected.items()}
 
-    Each case gains ``"shape"`` ``(K, D)``; ``psi.params`` and ``inputs`` are
-    converted to arrays, so ``refimpl.vectors.compute_outputs`` takes a case
-    (``{"family", "params", "inputs"}`` via ``case_spec``) directly.
+
+def _check_thresholds(golden, where):
+    thresholds = _mapping(golden["thresholds"], f"{where}: thresholds")
+    for q in golden["quantities"]:
+        t = _mapping(thresholds.get(q), f"{where}: thresholds.{q}")
+        for key in ("rtol", "atol"):
+            value = float(_array(t.get(key), f"{where}: thresholds.{q}.{key}", ()))
+            if not 0.0 < value <= MAX_THRESHOLD:
+                raise VectorsFileError(
+                    f"{where}: thresholds.{q}.{key} = {value!r} is not in (0, {MAX_THRESHOLD:g}]"
+                    " (a threshold must be positive, and one above 1% would pass wrong "
+                    "outputs)")
+
+
+def _check_digest(golden, where, allow_edited):
+    """The parts whose digest no longer matches; raise unless ``allow_edited``."""
+    digest = golden.get("digest")
+    if not isinstance(digest, dict) or not isinstance(digest.get("parts"), dict):
+        changed = ["digest (missing)"]
+    else:
+        stored, now = digest["parts"], digest_parts(golden)
+        changed = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
+        changed = [k if k in stored and k in now else f"{k} ({'added' if k in now else 'removed'})"
+                   for k in changed]
+    if changed and not allow_edited:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5
+                                         else "")
+        raise VectorsFileError(f"{where} was edited after refimpl vectors wrote it: {shown} "
+                               "no longer match(es) its digest. Regenerate it with refimpl "
+                               "vectors, or pass --allow-edited-golden (allow_edited=True) to "
+                               "use it anyway")
+    return changed
+
+
+def load_golden(path, allow_edited=False):
+    """Read and check a golden file; return it with values as arrays.
+
+    Each case gains ``"shape"`` ``(K, D)``; ``psi.params``, ``inputs`` and
+    ``reference`` are converted to arrays (``{name: array}`` for gradients),
+    so ``refimpl.vectors.compute_outputs`` takes ``case_spec(golden, case_id)``
+    directly. ``golden["edited"]`` lists the parts changed since ``refimpl
+    vectors`` wrote the file (only non-empty with ``allow_edited``).
     """
-    golden = _mapping(_read_json(path, "golden file"), f"golden file {path}")
+    where = f"golden file {path}"
+    golden = _mapping(_read_json(path, "golden file"), where)
     version = golden.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise VectorsFileError(f"golden file {path}: schema_version {version!r}, this refimpl "
-                               f"reads {SCHEMA_VERSION} (is it a file written by refimpl vectors?)")
-    for key in ("quantities", "thresholds", "cases"):
+        raise VectorsFileError(f"{where}: schema_version {version!r}, this refimpl reads "
+                               f"{SCHEMA_VERSION} (is it a file written by refimpl vectors? "
+                               "Regenerate it with this version's refimpl vectors)")
+    for key in ("quantities", "thresholds", "cases", "energy", "lennard_jones"):
         if key not in golden:
-            raise VectorsFileError(f"golden file {path}: no {key!r}")
-    quantities = _mapping(golden["quantities"], f"golden file {path}: quantities")
-    thresholds = _mapping(golden["thresholds"], f"golden file {path}: thresholds")
-    for q in quantities:
-        _mapping(quantities[q], f"golden file {path}: quantities.{q}")
-        t = _mapping(thresholds.get(q), f"golden file {path}: thresholds.{q}")
-        for key in ("rtol", "atol"):
-            _array(t.get(key), f"golden file {path}: thresholds.{q}.{key}", ())
-    cases = _mapping(golden["cases"], f"golden file {path}: cases")
+            raise VectorsFileError(f"{where}: no {key!r}")
+    cases = _mapping(golden["cases"], f"{where}: cases")
     if not cases:
-        raise VectorsFileError(f"golden file {path} has no cases")
+        raise VectorsFileError(f"{where} has no cases")
+    edited = _check_digest(golden, where, allow_edited)
+    quantities = _mapping(golden["quantities"], f"{where}: quantities")
+    for q, spec in quantities.items():
+        if _mapping(spec, f"{where}: quantities.{q}").get("shape") not in SHAPES:
+            raise VectorsFileError(f"{where}: quantities.{q}.shape is "
+                                   f"{spec.get('shape')!r}, not one of {', '.join(SHAPES)}")
+    _check_thresholds(golden, where)
     for cid, case in cases.items():
-        where = f"golden file {path}: case {cid!r}"
-        case = _mapping(case, where)
-        k, d = case.get("n_particles"), case.get("dim")
-        if not (isinstance(k, int) and isinstance(d, int) and k >= 2 and d >= 1):
-            raise VectorsFileError(f"{where}: n_particles and dim must be integers >= 2, >= 1")
-        case["shape"] = (k, d)
-        ref = _mapping(case.get("reference"), f"{where}: reference")
-        for q in quantities:
-            if q not in ref:
-                raise VectorsFileError(f"{where}: no reference value for {q!r}")
-            ref[q] = _array(ref[q], f"{where}: reference.{q}", _shape(quantities[q], k, d))
-        psi = _mapping(case.get("psi"), f"{where}: psi")
-        psi["params"] = {n: _value(v, f"{where}: psi.params.{n}")
-                         for n, v in _mapping(psi.get("params"), f"{where}: psi.params").items()}
-        case["inputs"] = {n: _value(v, f"{where}: inputs.{n}")
-                          for n, v in _mapping(case.get("inputs"), f"{where}: inputs").items()}
+        _load_case(cid, _mapping(case, f"{where}: case {cid!r}"), quantities, golden,
+                   f"{where}: case {cid!r}")
+    golden["edited"] = edited
     return golden
 
 
-def _shape(spec, k, d):
-    shapes = {"()": (), "(K, D)": (k, d)}
-    if spec.get("shape") not in shapes:
-        raise VectorsFileError(f"golden file: unknown shape {spec.get('shape')!r}")
-    return shapes[spec["shape"]]
+def _load_case(cid, case, quantities, golden, where):
+    k, d = case.get("n_particles"), case.get("dim")
+    if not (type(k) is int and type(d) is int and k >= 2 and d >= 1):
+        raise VectorsFileError(f"{where}: n_particles and dim must be integers >= 2, >= 1")
+    case["shape"] = (k, d)
+    psi = _mapping(case.get("psi"), f"{where}: psi")
+    psi["params"] = {n: _value(v, f"{where}: psi.params.{n}")
+                     for n, v in _mapping(psi.get("params"), f"{where}: psi.params").items()}
+    trainable = psi.get("trainable")
+    if not isinstance(trainable, list) or not all(n in psi["params"] for n in trainable):
+        raise VectorsFileError(f"{where}: psi.trainable must list names of psi.params")
+    case["inputs"] = {n: _value(v, f"{where}: inputs.{n}")
+                      for n, v in _mapping(case.get("inputs"), f"{where}: inputs").items()}
+    kl = case.get("kl_potential")
+    if kl not in ("energy", "lennard_jones"):
+        raise VectorsFileError(f"{where}: kl_potential must be 'energy' or 'lennard_jones'")
+    ref = _mapping(case.get("reference"), f"{where}: reference")
+    for q in quantities:
+        if q not in ref:
+            raise VectorsFileError(f"{where}: no reference value for {q!r}")
+        ref[q] = _quantity(ref[q], f"{where}: reference.{q}", expected_shape(golden, case, q))
+
+
+def expected_shape(golden, case, quantity):
+    """The shape of ``quantity`` in a loaded case; ``{name: shape}`` for a gradient."""
+    spec = golden["quantities"][quantity]["shape"]
+    if spec == "params":
+        params = case["psi"]["params"]
+        return {n: np.shape(params[n]) for n in case["psi"]["trainable"]}
+    return {"()": (), "(K, D)": case["shape"]}[spec]
 
 
 def case_spec(golden, case_id):
-    """``{"family", "params", "inputs"}`` of a loaded golden case, for ``compute_outputs``."""
+    """``{"family", "params", "inputs", "kl_potential"}`` of a loaded golden case, for
+    ``refimpl.vectors.compute_outputs``."""
     case = golden["cases"][case_id]
     return {"family": case["psi"]["family"], "params": case["psi"]["params"],
-            "inputs": case["inputs"]}
+            "inputs": case["inputs"], "kl_potential": case["kl_potential"]}
+
+
+def case_view(golden, case_id):
+    """What ``check_implementation`` passes to an implementation: everything a case
+    defines except its reference values (arrays are copies).
+
+    Keys: ``id``, ``description``, ``n_particles``, ``dim``, ``family``,
+    ``params`` (the formula's parameters), ``trainable`` (names the gradients
+    are reported for), ``inputs`` (``x``, ``t``, ``z``, ``t0``, ``t1``,
+    ``x_batch``, ``z_batch``), ``energy`` and ``lennard_jones`` (the
+    potentials' parameters) and ``kl_potential`` (the one in the KL loss).
+    """
+    case = golden["cases"][case_id]
+    copy = lambda v: v.copy() if isinstance(v, np.ndarray) else v  # noqa: E731
+    return {"id": case_id, "description": case.get("description", ""),
+            "n_particles": case["shape"][0], "dim": case["shape"][1],
+            "family": case["psi"]["family"],
+            "params": {n: copy(v) for n, v in case["psi"]["params"].items()},
+            "trainable": list(case["psi"]["trainable"]),
+            "inputs": {n: copy(v) for n, v in case["inputs"].items()},
+            "energy": dict(golden["energy"]), "lennard_jones": dict(golden["lennard_jones"]),
+            "kl_potential": case["kl_potential"]}
+
+
+def check_outputs(raw, golden, source):
+    """Validate raw outputs ``{case_id: {quantity: value}}`` against the golden cases.
+
+    Returns them as float64 arrays (``{name: array}`` for gradients); errors
+    name ``source``, the case and the quantity.
+    """
+    quantities, cases = golden["quantities"], golden["cases"]
+    for cid in raw:
+        if cid not in cases:
+            raise VectorsFileError(f"{source}: case {cid!r} is not in the golden file")
+    for cid in cases:
+        if cid not in raw:
+            raise VectorsFileError(f"{source}: case {cid!r} of the golden file is missing")
+    out = {}
+    for cid, values in raw.items():
+        values = _mapping(values, f"{source}: case {cid!r}")
+        out[cid] = {}
+        for q, v in values.items():
+            if q not in quantities:
+                raise VectorsFileError(f"{source}: case {cid!r}: unknown quantity {q!r} "
+                                       f"(known: {', '.join(quantities)})")
+            out[cid][q] = _quantity(v, f"{source}: case {cid!r}, quantity {q!r}",
+                                    expected_shape(golden, cases[cid], q))
+    for q in quantities:
+        have = [cid for cid in cases if q in out[cid]]
+        if have and len(have) < len(cases):
+            missing = next(cid for cid in cases if q not in out[cid])
+            raise VectorsFileError(f"{source}: quantity {q!r} is given for {len(have)} of "
+                                   f"{len(cases)} cases but missing in case {missing!r}; "
+                                   "provide it for every case or for none")
+    if not any(out[cid] for cid in out):
+        raise VectorsFileError(f"{source}: no quantity provided in any case: nothing to verify")
+    return out
 
 
 def load_outputs(path, golden):
-    """Read another implementation's outputs: ``{case_id: {quantity: float64 array}}``."""
+    """Read another implementation's outputs: ``{case_id: {quantity: value}}``."""
     path = str(path)
     if path.lower().endswith(".json"):
         data = _mapping(_read_json(path, "output file"), f"{path}")
         if "cases" not in data:
             raise VectorsFileError(f"{path}: no 'cases' (expected {{\"cases\": {{case_id: "
                                    f"{{quantity: value}}}}}})")
-        raw = {cid: _mapping(v, f"{path}: case {cid!r}")
-               for cid, v in _mapping(data["cases"], f"{path}: cases").items()}
+        raw = _mapping(data["cases"], f"{path}: cases")
     elif path.lower().endswith(".npz"):
         raw = _read_npz(path)
     else:
         raise VectorsFileError(f"{path}: the outputs must be a .json or .npz file")
-    quantities, cases = golden["quantities"], golden["cases"]
-    for cid in raw:
-        if cid not in cases:
-            raise VectorsFileError(f"{path}: case {cid!r} is not in the golden file")
-    for cid in cases:
-        if cid not in raw:
-            raise VectorsFileError(f"{path}: case {cid!r} of the golden file is missing")
-    out = {}
-    for cid, values in raw.items():
-        k, d = cases[cid]["shape"]
-        out[cid] = {}
-        for q, v in values.items():
-            if q not in quantities:
-                raise VectorsFileError(f"{path}: case {cid!r}: unknown quantity {q!r} "
-                                       f"(known: {', '.join(quantities)})")
-            out[cid][q] = _array(v, f"{path}: case {cid!r}, quantity {q!r}",
-                                 _shape(quantities[q], k, d))
-    for q in quantities:
-        have = [cid for cid in cases if q in out[cid]]
-        if have and len(have) < len(cases):
-            missing = next(cid for cid in cases if q not in out[cid])
-            raise VectorsFileError(f"{path}: quantity {q!r} is given for {len(have)} of "
-                                   f"{len(cases)} cases but missing in case {missing!r}; "
-                                   "provide it for every case or for none")
-    if not any(out[cid] for cid in out):
-        raise VectorsFileError(f"{path}: no quantity provided in any case: nothing to verify")
-    return out
+    return check_outputs(raw, golden, path)
 
 
 def _read_npz(path):
+    """Numeric arrays through ``refimpl.files.read_npz`` (headers checked, no pickles);
+    NaNs are reported later, naming the case and quantity."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
+        arrays = read_npz(path, "file of outputs", kinds=NUMERIC_KINDS, finite=False)
     except OSError as exc:
-        raise VectorsFileError(f"cannot read output file {path}: {exc}") from None
-    except (ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise VectorsFileError(f"{path} is not a readable .npz of numeric arrays: {exc}") \
+        raise VectorsFileError(f"cannot read output file {path}: {exc.strerror or exc}") \
             from None
+    except FileFormatError as exc:
+        raise VectorsFileError(str(exc)) from None
     raw = {}
     for name, arr in arrays.items():
-        cid, sep, q = name.rpartition("/")
-        if not sep or not cid or not q:
-            raise VectorsFileError(f"{path}: array {name!r} is not named '<case_id>/<quantity>'")
-        raw.setdefault(cid, {})[q] = arr
+        parts = name.split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise VectorsFileError(f"{path}: array {name!r} is not named '<case_id>/<quantity>' "
+                                   "or '<case_id>/<quantity>/<parameter>'")
+        values = raw.setdefault(parts[0], {})
+        if len(parts) == 3:
+            values.setdefault(parts[1], {})[parts[2]] = arr
+        else:
+            values[parts[1]] = arr
     return raw
 
 
@@ -215,11 +340,25 @@ class Result:
     worst_ratio: float = -1.0  # below any ratio: the first case is the worst until beaten
     worst_err: float = 0.0  # the deviation and the allowed deviation in the worst case
     worst_allowed: float = 0.0
+    worst_part: str = ""  # for a gradient: the parameter with the largest deviation there
     failed_cases: int = 0
+    failed: list = field(default_factory=list)  # the ids of the failing cases
+    diagnoses: list = field(default_factory=list)  # known convention errors that fit
 
     @property
     def passed(self):
         return self.provided and self.failed_cases == 0
+
+
+def allowed_deviation(rtol, atol, reference):
+    """``atol + rtol * max|reference|`` (at least the smallest normal float)."""
+    scale = float(np.max(np.abs(flatten(reference)), initial=0.0))
+    return max(atol + rtol * scale, np.finfo(float).tiny)
+
+
+def deviation(theirs, reference):
+    """``max |theirs - reference|`` over all entries (of all named arrays)."""
+    return float(np.max(np.abs(flatten(theirs) - flatten(reference)), initial=0.0))
 
 
 def compare(golden, outputs):
@@ -231,19 +370,61 @@ def compare(golden, outputs):
                      provided=all(q in outputs[cid] for cid in golden["cases"]))
         if res.provided:
             for cid, case in golden["cases"].items():
-                ref = case["reference"][q]
-                err = float(np.max(np.abs(outputs[cid][q] - ref)))
-                scale = float(np.max(np.abs(ref)))
-                allowed = max(res.atol + res.rtol * scale, np.finfo(float).tiny)
+                ref, theirs = case["reference"][q], outputs[cid][q]
+                err = deviation(theirs, ref)
+                scale = float(np.max(np.abs(flatten(ref))))
+                allowed = allowed_deviation(res.rtol, res.atol, ref)
                 res.max_abs = max(res.max_abs, err)
                 res.max_rel = max(res.max_rel, err / scale if scale > 0 else
                                   (np.inf if err > 0 else 0.0))
-                res.failed_cases += err > allowed
+                if err > allowed:
+                    res.failed_cases += 1
+                    res.failed.append(cid)
                 if err / allowed > res.worst_ratio:
                     res.worst_case, res.worst_ratio = cid, err / allowed
                     res.worst_err, res.worst_allowed = err, allowed
+                    res.worst_part = (max(ref, key=lambda n: deviation(theirs[n], ref[n]))
+                                      if isinstance(ref, dict) else "")
         results.append(res)
     return results
+
+
+@dataclass
+class Report:
+    """The outcome of a verification; ``str(report)`` is the readable table.
+
+    ``passed``: every provided quantity agrees in every case (and, with
+    ``strict``, every quantity is provided). ``results``: one ``Result`` per
+    quantity (deviations, worst case, diagnoses). ``worst``: the ``Result``
+    whose worst case is furthest outside (or least inside) its threshold.
+    """
+
+    results: list
+    n_cases: int
+    strict: bool = False
+    header: str = ""
+
+    @property
+    def passed(self):
+        return all(r.passed or (not r.provided and not self.strict) for r in self.results)
+
+    @property
+    def failed(self):
+        """Names of the quantities that fail (not provided ones count with ``strict``)."""
+        return [r.quantity for r in self.results
+                if (r.provided and not r.passed) or (not r.provided and self.strict)]
+
+    @property
+    def worst(self):
+        provided = [r for r in self.results if r.provided]
+        return max(provided, key=lambda r: r.worst_ratio) if provided else None
+
+    def __getitem__(self, quantity):
+        return next(r for r in self.results if r.quantity == quantity)
+
+    def __str__(self):
+        body = format_report(self.results, self.n_cases, self.strict)
+        return f"{self.header}\n\n{body}" if self.header else body
 
 
 def format_report(results, n_cases, strict=False):
@@ -271,8 +452,10 @@ def format_report(results, n_cases, strict=False):
                      f" ({passed} of {len(results)} quantities pass)")
         for r in results:
             if r.provided and not r.passed:
-                lines.append(f"  {r.quantity}: worst in case {r.worst_case}, deviation "
+                part = f" (parameter {r.worst_part!r})" if r.worst_part else ""
+                lines.append(f"  {r.quantity}: worst in case {r.worst_case}{part}, deviation "
                              f"{r.worst_err:.3e} > allowed {r.worst_allowed:.3e}")
+                lines.extend(f"    likely cause: {d}" for d in r.diagnoses)
     else:
         lines.append(f"PASS: {passed} of {len(results)} quantities agree in all {n_cases} cases"
                      + (f"; not provided: {', '.join(absent)}" if absent else ""))
@@ -291,7 +474,78 @@ def select_families(golden, families):
     return golden
 
 
-def verify(golden_path, outputs_path, strict=False, families=None, file=None):
+def _report(golden, outputs, strict, header):
+    """The one comparison path of ``verify`` and ``check_implementation``."""
+    from .diagnose import diagnose
+
+    results = compare(golden, outputs)
+    for r in results:
+        if r.provided and not r.passed:
+            r.diagnoses = diagnose(golden, outputs, r)
+    if golden.get("edited"):
+        header += ("\nWARNING: golden file edited since refimpl vectors wrote it (allowed): "
+                   + ", ".join(golden["edited"]))
+    return Report(results, len(golden["cases"]), strict, header)
+
+
+def _golden(golden, allow_edited, families):
+    if isinstance(golden, (str, os.PathLike)):
+        golden = load_golden(golden, allow_edited)
+    elif not (isinstance(golden, dict) and "edited" in golden):
+        raise TypeError("golden must be a path or a golden file loaded with load_golden")
+    n_all = len(golden["cases"])
+    if families:
+        golden = select_families(dict(golden), families)
+    n_cases = len(golden["cases"])
+    which = f"{n_cases} of {n_all} cases: {', '.join(families)}" if families else f"{n_cases} cases"
+    return golden, f"schema {golden['schema_version']}, {which}"
+
+
+def check_implementation(golden, implementation, strict=False, families=None,
+                         allow_edited=False):
+    """Verify ``implementation`` in-process against golden vectors; returns a ``Report``.
+
+    ``golden`` is a path to a file written by ``refimpl vectors`` (or its
+    ``load_golden``); ``implementation(case)`` gets ``case_view`` of each
+    case (a dict: ``params``, ``inputs``, ...; no reference values) and
+    returns ``{quantity: value}``: numbers or arrays, and ``{name: array}``
+    for ``ml_grad``/``kl_grad``. What it leaves out is "not provided" (a
+    failure with ``strict``); it must leave out the same quantities in
+    every case. Bad outputs raise ``VectorsFileError`` naming the case and
+    quantity. Use::
+
+        report = check_implementation("golden.json", my_outputs)
+        assert report.passed, report
+    """
+    golden, which = _golden(golden, allow_edited, families)
+    raw = {}
+    for cid in golden["cases"]:
+        values = implementation(case_view(golden, cid))
+        if not isinstance(values, dict):
+            raise TypeError(f"implementation(case) must return a dict {{quantity: value}}; for "
+                            f"case {cid!r} it returned {type(values).__name__}")
+        raw[cid] = {q: _plain(v) for q, v in values.items()}
+    name = getattr(implementation, "__qualname__", type(implementation).__name__)
+    outputs = check_outputs(raw, golden, f"implementation {name}")
+    return _report(golden, outputs, strict, f"refimpl verify: {name} ({which})")
+
+
+def _plain(value):
+    """Tensors and the like as NumPy: anything with ``numpy()`` or ``__array__``."""
+    if isinstance(value, dict):
+        return {n: _plain(v) for n, v in value.items()}
+    if hasattr(value, "detach"):  # torch tensors
+        value = value.detach()
+    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
+        try:
+            return value.numpy()
+        except (TypeError, ValueError, AttributeError):
+            pass
+    return value
+
+
+def verify(golden_path, outputs_path, strict=False, families=None, file=None,
+           allow_edited=False):
     """Compare, print the report to ``file`` (stdout); return the exit code 0, 1 or 2.
 
     ``families``: verify only the cases of these psi families (the others may
@@ -299,19 +553,12 @@ def verify(golden_path, outputs_path, strict=False, families=None, file=None):
     """
     file = file or sys.stdout
     try:
-        golden = load_golden(golden_path)
-        n_all = len(golden["cases"])
-        if families:
-            select_families(golden, families)
+        golden, which = _golden(golden_path, allow_edited, families)
         outputs = load_outputs(outputs_path, golden)
     except VectorsFileError as exc:
         print(f"refimpl verify: error: {exc}", file=sys.stderr)
         return 2
-    n_cases = len(golden["cases"])
-    which = f"{n_cases} of {n_all} cases: {', '.join(families)}" if families else f"{n_cases} cases"
-    print(f"refimpl verify: {outputs_path} against golden {golden_path} "
-          f"(schema {golden['schema_version']}, {which})\n", file=file)
-    results = compare(golden, outputs)
-    print(format_report(results, n_cases, strict), file=file)
-    ok = all(r.passed or (not r.provided and not strict) for r in results)
-    return 0 if ok else 1
+    report = _report(golden, outputs, strict,
+                     f"refimpl verify: {outputs_path} against golden {golden_path} ({which})")
+    print(report, file=file)
+    return 0 if report.passed else 1
