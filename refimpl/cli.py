@@ -24,6 +24,7 @@ DEMO_THROUGHPUT_WORK = 80_000
 def _demo(args):
     from . import EquivariantFlow, RBFKernel
 
+    _require(args.seed >= 0, "--seed", args.seed, "a non-negative integer")
     _require(2 <= args.particles, "--particles", args.particles, "at least 2")
     _require(1 <= args.dim, "--dim", args.dim, "at least 1")
     _require(1 <= args.n <= DEMO_MAX_PRINTED, "-n", args.n, f"between 1 and {DEMO_MAX_PRINTED}")

@@ -60,6 +60,16 @@ class FileFormatError(ValueError):
     """A file whose content is not what it should be; the message names file and field."""
 
 
+def as_path(path, name="path"):
+    """``path`` as a ``str`` (from ``str``, ``bytes`` or ``os.PathLike``); TypeError naming it."""
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"{name} must be a file path (str or os.PathLike), got "
+                        f"{type(path).__name__}") from None
+    return os.fsdecode(path)
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -68,7 +78,7 @@ def atomic_write(path, fill):
 
     The parent folder is created if needed. Returns ``path``.
     """
-    path = os.fspath(path)
+    path = as_path(path)
     if os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, f"{path} is a folder; give a file name", path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -236,7 +246,9 @@ def read_npz(path, what="file", fields=None, required=(), kinds=DEFAULT_KINDS,
     Raises ``FileFormatError`` (a ``ValueError``) naming the file and member
     for anything but a well-formed file, and ``OSError`` if it cannot be read.
     """
-    path = os.fspath(path)
+    path = as_path(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, f"{what} {path} is a folder, not a file", path)
     size = os.path.getsize(path)  # OSError (e.g. FileNotFoundError) for a missing file
     try:
         archive = zipfile.ZipFile(path)
@@ -365,7 +377,7 @@ def read_json(path, what="file", max_bytes=JSON_MAX_BYTES, max_depth=JSON_MAX_DE
     Raises ``FileFormatError`` naming the file (and the line and column of a
     syntax error), ``OSError`` if the file cannot be read.
     """
-    path = os.fspath(path)
+    path = as_path(path, what)
     if os.path.isdir(path):
         raise IsADirectoryError(errno.EISDIR, f"{what} {path} is a folder, not a file", path)
     with open(path, "rb") as handle:

@@ -84,7 +84,8 @@ def save_model(path, model, potential=None, params=None):
                       hidden=np.array(model.hidden), init_scale=np.array(model.init_scale),
                       scale_clamp=np.array(model.scale_clamp), params=p)
     else:
-        raise TypeError(f"cannot save a {type(model).__name__}")
+        raise TypeError(f"model must be an EquivariantFlow, FlowModel or RealNVP; cannot save a "
+                        f"{type(model).__name__}")
     arrays.update(_potential_arrays(potential))
     save_npz(path, arrays)
 

@@ -246,8 +246,15 @@ class DoubleWell(_PairPotential):
 
     def pair_potential(self, d):
         """``v(d)`` for an array of distances (energy units: not divided by ``T``, not doubled)."""
-        s = as_float_array(d, "d") - self.d0
-        return self.a * s + self.b * s ** 2 + self.c * s ** 4
+        d = as_float_array(d, "d")
+        with np.errstate(over="ignore", invalid="ignore"):
+            s = d - self.d0
+            v = self.a * s + self.b * s ** 2 + self.c * s ** 4
+        if not np.all(np.isfinite(v)):
+            bad = d[~np.isfinite(v)].flat[0]
+            raise ValueError(f"DoubleWell.pair_potential overflows float64 at d = {bad:.3g}: "
+                             "d is out of the range this potential can represent")
+        return v
 
     def _dv(self, d):
         s = d - self.d0
@@ -366,8 +373,18 @@ class LennardJones(_PairPotential):
 
     def pair_potential(self, r):
         """``epsilon [(r_m/r)^12 - 2 (r_m/r)^6]`` for an array of distances (energy units)."""
-        q = (self.r_m / as_float_array(r, "r")) ** 6
-        return self.epsilon * q * (q - 2.0)
+        r = as_float_array(r, "r")
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            q = (self.r_m / r) ** 6
+            v = self.epsilon * q * (q - 2.0)
+        # +inf at r = 0 (coincident particles), as in energy; any other non-finite
+        # value (r so small, or negative, that v overflows) is refused
+        bad = ~np.isfinite(v) & ~((r == 0.0) & (v == np.inf))
+        if np.any(bad):
+            raise ValueError(f"LennardJones.pair_potential overflows float64 at r = "
+                             f"{r[bad].flat[0]:.3g}: r is out of the range this potential can "
+                             "represent")
+        return v
 
     def energy(self, x):
         """Reduced energy ``u(x) / T`` of ``x (..., K, D)``, shape ``(...)``; autograd traces it.

@@ -45,7 +45,17 @@ _CHECKPOINT_FIELDS = {"format": "U", "version": "iu", "params": "f", "adam_m": "
 
 def ml_loss(model, params, x):
     """Maximum-likelihood loss ``-mean log q_X(x)`` over a batch of data."""
+    _require_methods(model, "model", ("log_prob",))
     return -anp.mean(model.log_prob(params, x))
+
+
+def _require_methods(obj, name, methods):
+    """``TypeError`` naming ``name`` unless ``obj`` has each of ``methods``."""
+    missing = [m for m in methods if not callable(getattr(obj, m, None))]
+    if missing:
+        raise TypeError(f"{name} must have {', '.join(m + '()' for m in methods)} "
+                        f"(see refimpl.train); a {type(obj).__name__} lacks "
+                        f"{', '.join(missing)}")
 
 
 def kl_loss(model, params, potential, n, rng, energy_cut=None):
@@ -56,6 +66,8 @@ def kl_loss(model, params, potential, n, rng, energy_cut=None):
     al. (Science 2019) that keeps a few samples of astronomically high energy
     from dominating the gradient; ``None`` uses the energy as it is.
     """
+    _require_methods(model, "model", ("sample",))
+    _require_methods(potential, "potential", ("energy",))
     x, log_q = model.sample(params, n, rng)
     energy = potential.energy(x)
     if energy_cut is not None:
@@ -65,6 +77,7 @@ def kl_loss(model, params, potential, n, rng, energy_cut=None):
 
 def linlog_cut(energy, cut):
     """``u`` below ``cut``, ``cut + log(1 + u - cut)`` above; continuous with slope 1."""
+    cut = as_finite_float(cut, "energy_cut")
     excess = anp.maximum(energy - cut, 0.0)
     return anp.where(energy <= cut, energy, cut + anp.log1p(excess))
 
@@ -145,6 +158,12 @@ def train(model, params=None, *, data=None, potential=None, schedule, batch_size
     callback : callable, optional; called with the ``TrainState`` after each step
     energy_cut : float, optional; regularizes the KL loss's energies (``kl_loss``)
     """
+    _require_methods(model, "model", ("log_prob", "sample"))
+    if not hasattr(model, "params") and params is None:
+        raise TypeError(f"model must have params (or pass params=): a {type(model).__name__} "
+                        "has none")
+    if potential is not None:
+        _require_methods(potential, "potential", ("energy",))
     phases = _phases(schedule)
     total = sum(p.n_steps for p in phases)
     if any(p.w_ml > 0 for p in phases):
