@@ -448,9 +448,12 @@ def _summary(errors, method):
 
 
 def canonical(value):
-    """The canonical JSON text of a parsed JSON value (what the digest hashes)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False)
+    """The canonical JSON text of a parsed JSON value (what the digest hashes).
+
+    NaN and infinities (never in a file refimpl writes) come out as JSON's
+    extensions, so an edited file that holds them still gets a digest.
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def digest_parts(golden):

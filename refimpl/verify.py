@@ -133,13 +133,13 @@ def _check_thresholds(golden, where):
                     "outputs)")
 
 
-def _check_digest(golden, where, allow_edited):
-    """The parts whose digest no longer matches; raise unless ``allow_edited``."""
-    digest = golden.get("digest")
+def _check_digest(digest, now, where, allow_edited):
+    """The parts whose digest no longer matches the stored ``digest`` (``now``: the
+    file's ``digest_parts``); raise unless ``allow_edited``."""
     if not isinstance(digest, dict) or not isinstance(digest.get("parts"), dict):
         changed = ["digest (missing)"]
     else:
-        stored, now = digest["parts"], digest_parts(golden)
+        stored = digest["parts"]
         changed = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
         changed = [k if k in stored and k in now else f"{k} ({'added' if k in now else 'removed'})"
                    for k in changed]
@@ -175,7 +175,7 @@ def load_golden(path, allow_edited=False):
     cases = _mapping(golden["cases"], f"{where}: cases")
     if not cases:
         raise VectorsFileError(f"{where} has no cases")
-    edited = _check_digest(golden, where, allow_edited)
+    digest = (golden.get("digest"), digest_parts(golden))  # of the file as parsed
     quantities = _mapping(golden["quantities"], f"{where}: quantities")
     for q, spec in quantities.items():
         if _mapping(spec, f"{where}: quantities.{q}").get("shape") not in SHAPES:
@@ -185,7 +185,7 @@ def load_golden(path, allow_edited=False):
     for cid, case in cases.items():
         _load_case(cid, _mapping(case, f"{where}: case {cid!r}"), quantities, golden,
                    f"{where}: case {cid!r}")
-    golden["edited"] = edited
+    golden["edited"] = _check_digest(*digest, where, allow_edited)  # after the schema checks
     return golden
 
 

@@ -9,7 +9,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-DOCUMENTS = [README, ROOT / "docs" / "tutorial.md"]
+DOCUMENTS = [README, ROOT / "docs" / "tutorial.md", ROOT / "docs" / "verifying-bgflow.md"]
 BLOCKS = [(doc.name, block) for doc in DOCUMENTS
           for block in re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)]
 

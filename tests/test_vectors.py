@@ -656,6 +656,7 @@ def test_bgflows_own_approximate_divergence_fails(tmp_path, capsys, oracle):
     code, out, _ = run_cli(capsys, "verify", GOLDEN_SMALL, write_json(tmp_path / "t.json", bad))
     assert code == 1 and edited >= 2
     assert f"FAIL in {edited} of" in report_line(out, "divergence")
+    assert "likely cause: bgflow's divergence" in out
 
 
 def _first(data):
