@@ -269,7 +269,7 @@ class BgflowKernel(Psi):
                        neg_log_gammas_time=logs[1], importance=importance, weights=weights,
                        bias=bias, flags=(optimize_d_gammas, optimize_t_gammas))
 
-    def _assemble(self, flags, **arrays):
+    def _assemble(self, flags, checked=True, **arrays):
         mus = as_float_array(arrays["mus"], "mus")
         mus_time = as_float_array(arrays["mus_time"], "mus_time")
         if mus.ndim != 1 or mus.size < 1 or mus_time.ndim != 1 or mus_time.size < 1:
@@ -289,13 +289,14 @@ class BgflowKernel(Psi):
             parts.append(as_float_array(value, name, shape).ravel())
         flags = [float(bool(f)) for f in flags]
         nlg, nlgt, importance, weights, bias = parts
-        for name, logs in (("neg_log_gammas", nlg), ("neg_log_gammas_time", nlgt)):
-            if np.any(logs > MAX_NEG_LOG_GAMMA):
-                raise ValueError(f"{name} holds {np.max(logs):.4g}, i.e. a width "
-                                 f"exp(-{np.max(logs):.4g}); widths below {MIN_WIDTH:g} make "
-                                 "the kernel overflow float64: use wider kernels")
-        check_range(mus, "mus")
-        check_range(mus_time, "mus_time")
+        if checked:  # skipped by from_theta: a theta may also carry gradients
+            for name, logs in (("neg_log_gammas", nlg), ("neg_log_gammas_time", nlgt)):
+                if np.any(logs > MAX_NEG_LOG_GAMMA):
+                    raise ValueError(f"{name} holds {np.max(logs):.4g}, i.e. a width "
+                                     f"exp(-{np.max(logs):.4g}); widths below {MIN_WIDTH:g} "
+                                     "make the kernel overflow float64: use wider kernels")
+            check_range(mus, "mus")
+            check_range(mus_time, "mus_time")
         super().__init__(np.concatenate([[n_k, n_s], flags, mus, nlg, mus_time, nlgt,
                                          importance, weights, bias]))
         self.ctx_size = 3 * n_k + n_s + 1
@@ -346,7 +347,12 @@ class BgflowKernel(Psi):
                 or theta.size != _HEADER + 3 * n_k + 3 * n_s + n_k * n_s \
                 or not set(theta[2:4]) <= {0.0, 1.0}:
             raise ValueError(f"theta of length {theta.size} does not fit the BgflowKernel layout")
-        return cls.from_arrays(bool(theta[2]), bool(theta[3]), **_named_arrays(theta))
+        psi = object.__new__(cls)
+        # unchecked ranges: theta vectors also carry gradients (refimpl.vectors names them
+        # through copy_with); the arrays' shapes and finiteness are still checked
+        psi._assemble(flags=(bool(theta[2]), bool(theta[3])), checked=False,
+                      **_named_arrays(theta))
+        return psi
 
     @property
     def shape(self):

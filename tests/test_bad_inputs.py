@@ -620,3 +620,15 @@ def test_a_corrupted_checkpoint_says_what_to_do(tmp_path):
         train(NVP, data=X, schedule=[Phase(1)], checkpoint=checkpoint, resume=True,
               log_every=0)
     assert str(checkpoint) in str(info.value) and "delete" in str(info.value)
+
+
+def test_bgflow_theta_round_trip_is_not_range_checked():
+    # refimpl.vectors names gradients by putting them in a theta (copy_with): a gradient
+    # entry of 150 for neg_log_gammas is not a width; the constructors check widths.
+    psi = _bg()
+    theta = psi.theta.copy()
+    theta[psi.trainable] = 0.0
+    theta[4 + psi.shape[0]: 4 + 2 * psi.shape[0]] = 150.0  # header of 4, mus, neg_log_gammas
+    assert np.all(psi.copy_with(theta).arrays()["neg_log_gammas"] == 150.0)
+    with pytest.raises(ValueError, match="neg_log_gammas"):
+        BgflowKernel.from_arrays(**psi.copy_with(theta).arrays())
