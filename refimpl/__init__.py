@@ -9,6 +9,7 @@ toolkit in ``refimpl.testing`` (needs hypothesis: ``pip install refimpl[testing]
 """
 
 from . import ode
+from ._version import __version__
 from .bgflow_kernel import BgflowKernel
 from .flow import EquivariantFlow, SolverError, SolverStats, divergence, vector_field
 from .grad import FlowModel
@@ -31,4 +32,3 @@ __all__ = [
     "save_model", "load_model",
     "log_weights", "normalized_weights", "effective_sample_size", "reweighted_mean",
 ]
-__version__ = "0.1.0"

@@ -50,17 +50,23 @@ E = np.array([-71 / 57600, 0.0, 71 / 16695, -71 / 1920, 17253 / 339200,
 
 
 def check_tableau(atol=1e-15):
-    """Raise ``AssertionError`` if the tableau is inconsistent.
+    """Raise ``ValueError`` if the tableau is inconsistent (checked at import).
 
     Checks the row-sum condition ``sum_j A[s, j] = C[s]``, consistency
     ``sum(B) = sum(B_HAT) = 1``, ``E = B_HAT - B`` and that the FSAL stage has zero weight in ``B``.
+    A real check, not ``assert``: ``python -O`` would skip that.
     """
-    assert np.allclose(A.sum(axis=1), C, rtol=0, atol=atol), "rows of A must sum to C"
-    assert abs(B.sum() - 1.0) <= atol, "sum(B) must be 1"
-    assert abs(B_HAT.sum() - 1.0) <= atol, "sum(B_HAT) must be 1"
-    assert np.allclose(E, B_HAT - B, rtol=0, atol=atol), "E must equal B_HAT - B"
-    assert abs(E.sum()) <= atol, "sum(E) must be 0"
-    assert B[N_STAGES] == 0.0, "the FSAL stage must not enter the propagated solution"
+    conditions = (
+        (np.allclose(A.sum(axis=1), C, rtol=0, atol=atol), "rows of A must sum to C"),
+        (abs(B.sum() - 1.0) <= atol, "sum(B) must be 1"),
+        (abs(B_HAT.sum() - 1.0) <= atol, "sum(B_HAT) must be 1"),
+        (np.allclose(E, B_HAT - B, rtol=0, atol=atol), "E must equal B_HAT - B"),
+        (abs(E.sum()) <= atol, "sum(E) must be 0"),
+        (B[N_STAGES] == 0.0, "the FSAL stage must not enter the propagated solution"),
+    )
+    broken = [message for ok, message in conditions if not ok]
+    if broken:
+        raise ValueError("inconsistent Dormand-Prince tableau: " + "; ".join(broken))
 
 
 check_tableau()

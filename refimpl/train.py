@@ -34,6 +34,7 @@ import numpy as np
 
 from ._validate import (as_configurations, as_finite_float, as_float_array, as_positive_float,
                         as_positive_int)
+from ._version import __version__
 from .files import FileFormatError, read_npz, save_npz
 
 CHECKPOINT_FORMAT = "refimpl-checkpoint"
@@ -286,8 +287,6 @@ class _DeferredInterrupt:
 
 def _fingerprint(phases, batch_size, kl_batch_size, seed, energy_cut, data, start):
     """The settings that determine a run, as JSON (data and start by SHA-256)."""
-    from . import __version__
-
     digest = lambda a: None if a is None else hashlib.sha256(  # noqa: E731
         np.ascontiguousarray(a, dtype=np.float64).tobytes()).hexdigest()
     return json.dumps({
@@ -338,11 +337,9 @@ def _non_finite_message(step, phase, parts):
 
 
 def _phase_at(phases, step):
-    for phase in phases:
-        if step < phase.n_steps:
-            return phase
-        step -= phase.n_steps
-    return phases[-1]
+    """The phase of 0-based ``step``; the caller keeps ``step`` below the schedule's total."""
+    ends = np.cumsum([phase.n_steps for phase in phases])
+    return phases[int(np.searchsorted(ends, step, side="right"))]
 
 
 def _log_progress(log, state, total, first_step, started):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import autograd
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .families import FAMILIES
 from .files import write_text
 from .flow import EquivariantFlow, divergence, vector_field

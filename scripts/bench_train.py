@@ -18,7 +18,6 @@ import numba
 import numpy as np
 
 import refimpl
-from refimpl import _adjoint, _kernels
 from refimpl.train import kl_loss, ml_loss
 
 

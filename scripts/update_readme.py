@@ -25,6 +25,10 @@ import sys
 import tempfile
 import textwrap
 
+import refimpl
+from refimpl.experiments import Settings, reproduce
+from refimpl.experiments.common import system
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 FIGURE = ROOT / "docs" / "figure1.png"
@@ -34,18 +38,15 @@ MARKER = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)"
 
 def load_run(results):
     """The JSON files of a finished run in ``results``; refuses any run but the default one."""
-    from refimpl import __version__
-    from refimpl.experiments import Settings
-
     results = pathlib.Path(results)
     run = json.loads((results / "run.json").read_text())
     default = json.loads(json.dumps(dataclasses.asdict(Settings())))
     if run["quick"] or run["settings"] != default:
         raise SystemExit(f"{results} is not a run at default settings (refimpl reproduce "
                          "without --quick or --seed)")
-    if run["refimpl"] != __version__:
+    if run["refimpl"] != refimpl.__version__:
         raise SystemExit(f"{results} was written by refimpl {run['refimpl']}, "
-                         f"this is {__version__}")
+                         f"this is {refimpl.__version__}")
     return {"run": run, "table1": json.loads((results / "table1.json").read_text()),
             "experiment2": json.loads((results / "experiment2.json").read_text())}
 
@@ -80,8 +81,6 @@ def _count(n):
 
 
 def _setup(s):
-    from refimpl.experiments.common import system
-
     dw = system(_settings(s))
     pairs = dw.pairs
     return _paragraph(
@@ -95,20 +94,12 @@ def _setup(s):
         f"{s['mixed_kl_weight']:g} KL (Adam, batch {s['batch_size']}); in the KL term, energies "
         f"above {s['energy_cut']:g} kT are softened logarithmically "
         f"(`refimpl.train.linlog_cut`). Numbers below are from `refimpl reproduce` with seed "
-        f"{s['seed']} (refimpl {_version()})."
+        f"{s['seed']} (refimpl {refimpl.__version__})."
     )
 
 
 def _settings(s):
-    from refimpl.experiments import Settings
-
     return Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()})
-
-
-def _version():
-    from refimpl import __version__
-
-    return __version__
 
 
 def _table1(s, t):
@@ -245,8 +236,6 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         results = args.results
         if results is None:
-            from refimpl.experiments import reproduce
-
             results = pathlib.Path(tmp) / "results"
             reproduce(out=results)
         data = load_run(results)

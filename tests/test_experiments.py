@@ -1,6 +1,9 @@
 """`refimpl reproduce --quick` end to end, and the experiments' building blocks."""
 
+import importlib.metadata
 import json
+import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -88,6 +91,17 @@ def test_cli_refuses_a_non_integer_seed_before_writing_anything(tmp_path, capsys
     assert info.value.code == 2
     assert "--seed" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_version_is_defined_once_in_pyproject():
+    root = pathlib.Path(__file__).resolve().parents[1]
+    declared = re.search(r'^version = "([^"]+)"$', (root / "pyproject.toml").read_text(),
+                         flags=re.M).group(1)
+    # a stale install (pyproject changed without pip install -e .) fails here
+    assert refimpl.__version__ == declared == importlib.metadata.version("refimpl")
+    assignments = [p.relative_to(root) for p in (root / "refimpl").rglob("*.py")
+                   if re.search(r"^\s*__version__ =", p.read_text(), flags=re.M)]
+    assert assignments == [pathlib.Path("refimpl/_version.py")]
 
 
 def test_checkpoints_are_tied_to_the_settings(quick_runs):

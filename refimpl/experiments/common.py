@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from ..flow import EquivariantFlow
+from .._version import __version__
 from ..grad import FlowModel
 from ..potentials import DoubleWell
 from ..rbf import RBFKernel
@@ -64,8 +65,6 @@ def train_both(settings, data, potential, label, checkpoint_dir=None, log=sys.st
 def settings_tag(settings):
     """A short hash of the settings and refimpl's version: a checkpoint is
     resumed only by the same run of the same code."""
-    from .. import __version__
-
     text = json.dumps({"settings": dataclasses.asdict(settings), "refimpl": __version__},
                       sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -34,7 +34,7 @@ import time
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..io import save_model
 from ..files import read_json, save_npz, write_json, write_text
 from . import discovery, figure, generalization

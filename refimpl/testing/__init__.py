@@ -3,7 +3,8 @@
 The functions here know nothing about refimpl's internals: a checker takes a
 plain NumPy-in/NumPy-out callable, so the same property tests run against
 refimpl, a PyTorch or JAX model wrapped in a few lines, or C++ bindings.
-Requires ``hypothesis`` (refimpl's ``testing`` extra; the ``test`` extra has it too).
+The checkers and ``act`` are plain NumPy; the strategies and the test classes
+need ``hypothesis`` (refimpl's ``testing`` extra; the ``test`` extra has it too).
 
 Conventions
 -----------
@@ -61,18 +62,27 @@ by an adaptive ODE solver is equivariant only to the solver's global error
 from the solver's tolerances, not from rounding.
 """
 
-try:
-    import hypothesis  # noqa: F401
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("refimpl.testing needs hypothesis: pip install 'refimpl[testing]'") from exc
-
 from .checks import (EQUIVARIANCE_ATOL, EQUIVARIANCE_RTOL, JACOBIAN_ATOL, JACOBIAN_EPS,
                      JACOBIAN_RTOL, MEAN_FREE_ATOL, MEAN_FREE_RTOL, act,
                      assert_divergence_matches_jacobian, assert_equivariant, assert_invariant,
                      assert_mean_free_preserved)
-from .classes import DivergenceTests, FieldSymmetryTests, FlowSymmetryTests
-from .strategies import (GroupElement, configurations, group_elements, orthogonal_matrices,
-                         permutations, translations)
+
+_NEED_HYPOTHESIS = ("GroupElement", "configurations", "orthogonal_matrices", "permutations",
+                    "translations", "group_elements", "FieldSymmetryTests", "DivergenceTests",
+                    "FlowSymmetryTests")
+
+try:
+    import hypothesis  # noqa: F401
+except ImportError:
+    def __getattr__(name):
+        if name in _NEED_HYPOTHESIS:
+            raise ImportError(f"refimpl.testing.{name} needs hypothesis: "
+                              "pip install 'refimpl[testing]' (the checkers work without it)")
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+else:
+    from .classes import DivergenceTests, FieldSymmetryTests, FlowSymmetryTests
+    from .strategies import (GroupElement, configurations, group_elements,
+                             orthogonal_matrices, permutations, translations)
 
 __all__ = [
     "GroupElement", "act", "configurations", "orthogonal_matrices", "permutations",

@@ -1,8 +1,10 @@
-"""Symmetry checkers that work on any NumPy-in/NumPy-out callable."""
+"""Symmetry checkers that work on any NumPy-in/NumPy-out callable.
+
+Plain NumPy: usable without hypothesis (the strategies and test classes
+need it).
+"""
 
 import numpy as np
-
-from .strategies import _positive
 
 # Default tolerances of the symmetry checkers, for float64 outputs of order one:
 # rounding gives ~1e-15 relative, cancellation among O(K) pair terms a few
@@ -20,6 +22,13 @@ MEAN_FREE_ATOL = 1e-12
 JACOBIAN_EPS = 1e-5
 JACOBIAN_RTOL = 1e-6
 JACOBIAN_ATOL = 1e-7
+
+
+def _positive(value, name):
+    value = float(value)
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be positive and finite, got {value}")
+    return value
 
 
 # ---------------------------------------------------------------------------

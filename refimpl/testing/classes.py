@@ -13,12 +13,31 @@ from .strategies import configurations, group_elements
 
 
 class _PropertyTests:
-    """Gives every subclass its own hypothesis test per ``_property_*`` method.
+    """What every test class shares: the model's sizes, tolerances, the drawn
+    case, and one hypothesis test per ``_property_*`` method of each subclass.
 
     Hypothesis refuses one ``@given`` function shared by several test classes
     (its example database and health checks are per function), so the tests
     are created here, once per subclass, as ``test_*`` methods.
     """
+
+    n_particles = (2, 6)
+    dim = (2, 3)
+    scale = 3.0
+    min_separation = None
+    rtol = EQUIVARIANCE_RTOL
+    atol = EQUIVARIANCE_ATOL
+
+    def field(self, x):
+        raise NotImplementedError("define field(self, x) in the subclass")
+
+    def _case(self, data, translation_scale=3.0, mean_free=False):
+        """A batch of two configurations and a group element, drawn by hypothesis."""
+        x = data.draw(configurations(self.n_particles, self.dim, self.scale, mean_free=mean_free,
+                                     min_separation=self.min_separation, batch_shape=(2,)))
+        k, d = x.shape[-2:]
+        g = data.draw(group_elements(k, d, translation_scale=translation_scale))
+        return x, g
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -54,23 +73,6 @@ class FieldSymmetryTests(_PropertyTests):
             def divergence(self, x): return my_model.divergence(x)
     """
 
-    n_particles = (2, 6)
-    dim = (2, 3)
-    scale = 3.0
-    rtol = EQUIVARIANCE_RTOL
-    atol = EQUIVARIANCE_ATOL
-
-    def field(self, x):
-        raise NotImplementedError("define field(self, x) in the subclass")
-
-    def _case(self, data, translation_scale=3.0, mean_free=False):
-        x = data.draw(configurations(self.n_particles, self.dim, self.scale, mean_free=mean_free,
-                                     min_separation=getattr(self, "min_separation", None),
-                                     batch_shape=(2,)))
-        k, d = x.shape[-2:]
-        g = data.draw(group_elements(k, d, translation_scale=translation_scale))
-        return x, g
-
     def _property_field_is_equivariant(self, data):
         x, g = self._case(data)
         assert_equivariant(self.field, x, **g._asdict(), kind="vector", rtol=self.rtol,
@@ -85,7 +87,8 @@ class FieldSymmetryTests(_PropertyTests):
 class DivergenceTests(_PropertyTests):
     """Property tests of a divergence: invariant, equal to the Jacobian trace.
 
-    Needs ``field(self, x)`` and ``divergence(self, x)``; ``jacobian_eps``,
+    Needs ``field(self, x)`` and ``divergence(self, x)``; works alone or with
+    ``FieldSymmetryTests``/``FlowSymmetryTests``. ``jacobian_eps``,
     ``jacobian_rtol`` and ``jacobian_atol`` set the central-difference check
     (keep ``min_separation`` well above ``jacobian_eps``).
     """

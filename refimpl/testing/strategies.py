@@ -7,6 +7,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy.special import ndtri
 
+from .checks import _positive
+
 # Entries of the "Gaussian" matrix behind orthogonal_matrices: hypothesis
 # draws u in [-U, U], mapped by the normal quantile of (1 + u) / 2, so a
 # uniform u gives a standard normal entry, bounded by |ndtri(1e-4)| = 3.7.
@@ -47,13 +49,6 @@ def _int_strategy(value, name, minimum):
 def _bounded_floats(bound):
     return st.floats(-bound, bound, allow_nan=False, allow_infinity=False,
                      allow_subnormal=False, width=64)
-
-
-def _positive(value, name):
-    value = float(value)
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be positive and finite, got {value}")
-    return value
 
 
 @st.composite
