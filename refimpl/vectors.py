@@ -5,16 +5,27 @@ file of *cases*. Each case names a psi family and its parameters **as they
 appear in the family's formula** (not refimpl's internal ``theta`` layout),
 the inputs, and refimpl's reference outputs with an estimate of their error.
 The file documents itself (``conventions``, ``quantities``, ``psi_families``,
-``thresholds``, ``reference_accuracy``); ``refimpl verify`` (``refimpl.verify``)
-compares another implementation's outputs with it.
+``thresholds``, ``reference_accuracy``); ``refimpl verify`` and
+``refimpl.verify.check_implementation`` compare another implementation's
+outputs with it, and ``refimpl.diagnose`` names the known convention error
+behind a failure.
+
+Quantities: the field and its divergence, the flow (end points, log-dets,
+log-density), the DoubleWell and Lennard-Jones energies and forces, and for
+training the ML and KL losses on fixed batches (``refimpl.train``'s losses)
+with their gradients per named parameter of the formula (``named_gradient``).
+A digest of every part of the file (``digest_parts``) lets ``verify`` refuse
+an edited golden file.
 
 Every psi family registered in ``refimpl.families.FAMILIES`` gets the same
 set of cases (``SMALL`` or ``FULL`` geometries); a new family needs only its
 entry there.
 """
 
+import errno
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 
 import autograd
@@ -548,6 +559,19 @@ def dumps(obj, indent=0):
 def write_vectors(path, small=False):
     """Generate the vectors and write them to ``path`` atomically (``refimpl.files``);
     return the dict."""
+    _check_writable_path(path)  # before the seconds of generation
     golden = generate(small)
     write_text(path, dumps(golden) + "\n")
     return golden
+
+
+def _check_writable_path(path):
+    """``OSError`` now if ``path`` is a folder or lies under a file (cannot be written)."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "is a folder; give a file name", path)
+    folder = os.path.dirname(path)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise NotADirectoryError(errno.ENOTDIR, f"{folder} is a file, not a folder", path)

@@ -389,7 +389,7 @@ def compare(golden, outputs):
     return results
 
 
-@dataclass
+@dataclass(repr=False)
 class Report:
     """The outcome of a verification; ``str(report)`` is the readable table.
 
@@ -425,6 +425,8 @@ class Report:
     def __str__(self):
         body = format_report(self.results, self.n_cases, self.strict)
         return f"{self.header}\n\n{body}" if self.header else body
+
+    __repr__ = __str__  # pytest shows an assertion message's repr: the table, not the fields
 
 
 def format_report(results, n_cases, strict=False):

@@ -410,6 +410,7 @@ def test_check_implementation_in_process_passes_and_reports(capsys):
     assert all(r.provided and r.passed for r in report.results)
     text = str(report)
     assert "PASS: 15 of 15 quantities agree in all 6 cases" in text
+    assert repr(report) == text  # what `assert report.passed, report` prints
     assert report.worst.worst_ratio == max(r.worst_ratio for r in report.results) < 1e-2
 
 
