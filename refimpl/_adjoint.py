@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, prange, types
 
 from . import ode
-from ._kernels import augmented_rhs, scratch
+from ._kernels import augmented_rhs, compile_on_first_call, scratch
 from .psi import PAIR2_TYPE, PAIR_TYPE, PAIR_VJP_TYPE, PREPARE_TYPE, PREPARE_VJP_TYPE
 from .tableau import A, B, C, N_STAGES
 
@@ -150,9 +150,10 @@ _ivec = types.int64[::1]
 _b1 = types.boolean
 
 
-@njit(types.void(_mat, _f8, _mat, _ivec, _mat, _vec, _i8, _b1, PREPARE_TYPE, PAIR_TYPE, _i8,
-                 PAIR2_TYPE, PAIR_VJP_TYPE, PREPARE_VJP_TYPE, _i8, _i8, _mat, _mat),
-      cache=True, parallel=True)
+@compile_on_first_call(types.void(_mat, _f8, _mat, _ivec, _mat, _vec, _i8, _b1, PREPARE_TYPE,
+                                  PAIR_TYPE, _i8, PAIR2_TYPE, PAIR_VJP_TYPE, PREPARE_VJP_TYPE,
+                                  _i8, _i8, _mat, _mat),
+                       cache=True, parallel=True)
 def adjoint_batch(Y0, t0, times, n_steps, Ybar, theta, work_size, window, prepare, pair, ctx_size,
                   pair2, pair_vjp, prepare_vjp, K, D, Y0bar, theta_bar):
     """``adjoint_one`` for every row; ``theta_bar[b]`` holds sample ``b``'s share.
@@ -172,8 +173,8 @@ def adjoint_batch(Y0, t0, times, n_steps, Ybar, theta, work_size, window, prepar
                     prepare, pair, pair2, pair_vjp, prepare_vjp, K, D, Y0bar[b], theta_bar[b])
 
 
-@njit(types.void(_mat, _f8, _mat, _ivec, _vec, _i8, _b1, PREPARE_TYPE, PAIR_TYPE, _i8, _i8,
-                 _mat), cache=True, parallel=True)
+@compile_on_first_call(types.void(_mat, _f8, _mat, _ivec, _vec, _i8, _b1, PREPARE_TYPE,
+                                  PAIR_TYPE, _i8, _i8, _mat), cache=True, parallel=True)
 def replay_batch(Y0, t0, times, n_steps, theta, ctx_size, window, prepare, pair, K, D, Y):
     """The frozen-step map: ``replay_one`` for every row, final states into ``Y``."""
     for b in prange(Y0.shape[0]):

@@ -8,6 +8,7 @@ one sample at a time, and each sample's arithmetic is the same in any batch
 and with any number of threads.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -99,6 +100,40 @@ def psi_args(psi):
 
 _solve_augmented = ode.make_solver(augmented_rhs).solve
 
+class compile_on_first_call:
+    """``njit(signature, **options)`` that compiles (or loads from Numba's cache)
+    at the first call instead of at import.
+
+    A kernel with an explicit signature is otherwise compiled when its module
+    is imported, and a first sample would wait for every kernel of the
+    package, gradients included (tens of seconds with an empty cache).
+    """
+
+    def __init__(self, signature, **options):
+        self._signature = signature
+        self._options = options
+
+    def __call__(self, fn):
+        return _FirstCall(fn, self._signature, self._options)
+
+
+class _FirstCall:
+    def __init__(self, fn, signature, options):
+        functools.update_wrapper(self, fn)
+        self._fn, self._signature, self._options = fn, signature, options
+        self._dispatcher = None
+
+    @property
+    def dispatcher(self):
+        """The compiled Numba function (compiled now if it was not yet)."""
+        if self._dispatcher is None:
+            self._dispatcher = njit(self._signature, **self._options)(self._fn)
+        return self._dispatcher
+
+    def __call__(self, *args):
+        return self.dispatcher(*args)
+
+
 _f8 = types.float64
 _i8 = types.int64
 _vec = types.float64[::1]
@@ -111,7 +146,7 @@ _b1 = types.boolean
 _FIELD_SIG = types.void(_mat, _f8, _vec, _i8, _b1, PREPARE_TYPE, PAIR_TYPE, _i8, _i8, _mat, _vec)
 
 
-@njit(_FIELD_SIG, cache=True, parallel=True)
+@compile_on_first_call(_FIELD_SIG, cache=True, parallel=True)
 def field_and_divergence_batch(X, t, theta, ctx_size, window, prepare, pair, K, D, G, div):
     """``G[b] = g(X[b], t)`` and ``div[b] = div g(X[b], t)`` for every row ``b``."""
     for b in prange(X.shape[0]):
@@ -119,7 +154,7 @@ def field_and_divergence_batch(X, t, theta, ctx_size, window, prepare, pair, K, 
         div[b] = field_and_divergence(X[b], t, theta, ctx, prepare, pair, K, D, G[b], window)
 
 
-@njit(_FIELD_SIG, cache=True)
+@compile_on_first_call(_FIELD_SIG, cache=True)
 def field_and_divergence_one(X, t, theta, ctx_size, window, prepare, pair, K, D, G, div):
     """``field_and_divergence_batch`` for a single row, without starting threads
     (which costs more than the row itself: the same arithmetic)."""
@@ -127,9 +162,9 @@ def field_and_divergence_one(X, t, theta, ctx_size, window, prepare, pair, K, D,
     div[0] = field_and_divergence(X[0], t, theta, ctx, prepare, pair, K, D, G[0], window)
 
 
-@njit(types.void(_mat, _f8, _f8, _f8, _f8, _i8, _vec, _i8, _b1, PREPARE_TYPE, PAIR_TYPE, _i8,
-                 _i8, _mat, _imat, _ivec, _vec, _mat),
-      cache=True, parallel=True)
+@compile_on_first_call(types.void(_mat, _f8, _f8, _f8, _f8, _i8, _vec, _i8, _b1, PREPARE_TYPE,
+                                  PAIR_TYPE, _i8, _i8, _mat, _imat, _ivec, _vec, _mat),
+                       cache=True, parallel=True)
 def solve_flow_batch(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, window, prepare, pair,
                      K, D, Y, stats, status, t_end, times):
     """Integrate the augmented ODE for every row of ``Y0``, each on its own steps.
