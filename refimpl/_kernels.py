@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from . import ode, rbf
 from .psi import PAIR_TYPE, PREPARE_TYPE, compiled
@@ -27,22 +29,21 @@ def field_and_divergence(x, t, theta, ctx, prepare, pair, K, D, g, window):
         \operatorname{div} g = \sum_i \sum_{j \ne i}
             \big[\psi'(r_{ij}, t)\, r_{ij} + D\, \psi(r_{ij}, t)\big]
 
-    Each unordered pair is visited once: it adds to ``g_i`` and subtracts
-    from ``g_j``, and counts twice in the divergence. The diagonal ``j = i``
-    is excluded (the seed's eq. 4 erratum, DESIGN.md section 1). At
-    ``r_ij = 0`` the pair contributes ``D psi(0, t)`` twice to the divergence
-    and nothing to the field, which is the limit of the formula.
+    Each unordered pair is visited once, in the order ``(0, 1), (0, 2), ...,
+    (1, 2), ...``: it adds to ``g_i`` and subtracts from ``g_j``, and counts
+    twice in the divergence. The diagonal ``j = i`` is excluded (the seed's
+    eq. 4 erratum, DESIGN.md section 1). At ``r_ij = 0`` the pair contributes
+    ``D psi(0, t)`` twice to the divergence and nothing to the field, which
+    is the limit of the formula.
 
-    With ``window`` true, psi is the RBF family evaluated by its fixed-window
-    functions (``rbf.window_pair``, called directly so that it inlines) and
-    ``ctx`` is their scratch (``window_args``); otherwise psi's own
-    ``prepare`` and ``pair`` are called. Only ``x[:K * D]`` is read and
-    ``g[:K * D]`` written.
+    With ``window`` true, psi is the RBF family evaluated on its fixed window
+    (``window_field_and_divergence``) and ``ctx`` is that kernel's scratch
+    (``psi_args``); otherwise psi's own ``prepare`` and ``pair`` are called.
+    Only ``x[:K * D]`` is read and ``g[:K * D]`` written.
     """
     if window:
-        rbf.window_prepare(theta, t, ctx)
-    else:
-        prepare(theta, t, ctx)
+        return window_field_and_divergence(x, t, theta, ctx, K, D, g)
+    prepare(theta, t, ctx)
     for m in range(K * D):
         g[m] = 0.0
     div = 0.0
@@ -53,15 +54,153 @@ def field_and_divergence(x, t, theta, ctx, prepare, pair, K, D, g, window):
                 diff = x[i * D + d] - x[j * D + d]
                 r2 += diff * diff
             r = math.sqrt(r2)
-            if window:
-                value, slope = rbf.window_pair(theta, ctx, r)
+            value, slope = pair(theta, ctx, r)
+            div += _add_pair(x, i, j, D, value, slope, r, g)
+    return 2.0 * div
+
+
+@njit(cache=True)
+def _add_pair(x, i, j, D, value, slope, r, g):
+    """Add pair ``(i, j)``'s share to ``g``; return its divergence term."""
+    for d in range(D):
+        diff = x[i * D + d] - x[j * D + d]
+        g[i * D + d] += value * diff
+        g[j * D + d] -= value * diff
+    return slope * r + D * value
+
+
+@intrinsic
+def _stack_array(typingctx, size):
+    """A float64 array of literal ``size`` on the calling function's stack.
+
+    LLVM knows that nothing else points into it, so loops that store into
+    such arrays while reading others vectorize; valid until the calling
+    function returns (never return it).
+    """
+    if not isinstance(size, types.IntegerLiteral):
+        return None
+    n = size.literal_value
+    array_type = types.Array(types.float64, 1, "C")
+
+    def codegen(context, builder, signature, args):
+        element = context.get_value_type(types.float64)
+        data = cgutils.alloca_once(builder, element, size=n)
+        array = context.make_array(array_type)(context, builder)
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(element))
+        context.populate_array(array, data=data, shape=[context.get_constant(types.intp, n)],
+                               strides=[itemsize], itemsize=itemsize, meminfo=None)
+        return array._getvalue()
+
+    return array_type(size), codegen
+
+
+# Pairs evaluated side by side by ``window_field_and_divergence``. A constant
+# of the code, not of the machine: each pair's arithmetic is the same for any
+# value, and the sums over pairs are formed in pair order afterwards.
+LANES = 8
+_SPAN = 2 * rbf.WINDOW + 1
+_E_SIZE = _SPAN * LANES
+
+
+@njit(cache=True, error_model="numpy")
+def window_field_and_divergence(x, t, theta, work, K, D, g):
+    """``field_and_divergence`` for the RBF psi on its fixed window.
+
+    ``work`` is the scratch of ``psi_args`` (``rbf.window_setup``). For each
+    pair: the nearest centre ``k0``, then the ratio recurrence of
+    ``rbf._gaussians`` (three ``exp``) run ``rbf.WINDOW`` steps each way
+    without a cutoff test, then psi and its slope summed over the window in
+    increasing ``k``, as ``rbf._pair`` sums them. Two guards act only on
+    padded centres, past the grid: the ratio exponents are capped at 700
+    (they exceed 0 only when ``r`` lies more than half a spacing beyond the
+    last centre, or before the first, and then every centre on that side is
+    padded) and each value at 1 (a Gaussian never exceeds it, and a real one
+    away from the nearest centre is below exp(-gamma spacing^2 / 4)), so
+    padded terms stay finite and add ``0 * e = 0``.
+
+    Pairs go through in groups of ``LANES``, each step a loop across the
+    group over stack arrays (``_stack_array``), which LLVM can run in SIMD
+    lanes without reordering any pair's own arithmetic; field and divergence
+    are then accumulated pair by pair in the order of ``field_and_divergence``.
+    """
+    rbf.window_prepare(theta, t, work)
+    n_r = int(theta[0])
+    gamma = theta[2]
+    spacing = theta[4]
+    mu0 = theta[5]
+    n_pad = n_r + 2 * rbf.WINDOW
+    c = work[:n_pad]
+    mu = work[n_pad: 2 * n_pad]
+    rho = math.exp(-2.0 * gamma * spacing * spacing)
+    r = _stack_array(LANES)
+    nearest = _stack_array(LANES)
+    first = _stack_array(LANES)
+    up = _stack_array(LANES)
+    down = _stack_array(LANES)
+    value = _stack_array(LANES)
+    psi = _stack_array(LANES)
+    slope = _stack_array(LANES)
+    pair_i = _stack_array(LANES)
+    pair_j = _stack_array(LANES)
+    e = _stack_array(_E_SIZE)
+    for m in range(K * D):
+        g[m] = 0.0
+    div = 0.0
+    n_pairs = K * (K - 1) // 2
+    i = 0
+    j = 1
+    for start in range(0, n_pairs, LANES):
+        count = min(LANES, n_pairs - start)
+        for lane in range(LANES):
+            if lane < count:
+                r2 = 0.0
+                for d in range(D):
+                    diff = x[i * D + d] - x[j * D + d]
+                    r2 += diff * diff
+                r[lane] = math.sqrt(r2)
+                pair_i[lane] = i
+                pair_j[lane] = j
+                j += 1
+                if j == K:
+                    i += 1
+                    j = i + 1
             else:
-                value, slope = pair(theta, ctx, r)
-            for d in range(D):
-                diff = x[i * D + d] - x[j * D + d]
-                g[i * D + d] += value * diff
-                g[j * D + d] -= value * diff
-            div += slope * r + D * value
+                r[lane] = mu0  # an idle lane: computed, never used
+        for lane in range(LANES):
+            position = min(max((r[lane] - mu0) / spacing, 0.0), n_r - 1.0)  # clamp before int()
+            k0 = int(round(position))
+            nearest[lane] = k0
+            d0 = r[lane] - mu[rbf.WINDOW + k0]
+            first[lane] = math.exp(-gamma * d0 * d0)
+            up[lane] = math.exp(min(gamma * spacing * (2.0 * d0 - spacing), 700.0))
+            down[lane] = math.exp(min(-gamma * spacing * (2.0 * d0 + spacing), 700.0))
+        for lane in range(LANES):
+            e[rbf.WINDOW * LANES + lane] = first[lane]
+            value[lane] = first[lane]
+        for m in range(1, rbf.WINDOW + 1):
+            for lane in range(LANES):
+                value[lane] = min(value[lane] * up[lane], 1.0)
+                up[lane] *= rho
+                e[(rbf.WINDOW + m) * LANES + lane] = value[lane]
+        for lane in range(LANES):
+            value[lane] = first[lane]
+        for m in range(1, rbf.WINDOW + 1):
+            for lane in range(LANES):
+                value[lane] = min(value[lane] * down[lane], 1.0)
+                down[lane] *= rho
+                e[(rbf.WINDOW - m) * LANES + lane] = value[lane]
+        for lane in range(LANES):
+            psi[lane] = 0.0
+            slope[lane] = 0.0
+        for m in range(_SPAN):
+            for lane in range(LANES):
+                k = int(nearest[lane]) + m
+                w = c[k] * e[m * LANES + lane]
+                psi[lane] += w
+                slope[lane] += -2.0 * gamma * (r[lane] - mu[k]) * w
+        for lane in range(count):
+            div += _add_pair(x, int(pair_i[lane]), int(pair_j[lane]), D, psi[lane], slope[lane],
+                             r[lane], g)
     return 2.0 * div
 
 

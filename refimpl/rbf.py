@@ -159,7 +159,7 @@ def _pair_vjp(theta, ctx, r, g_psi, g_dpsi, ctx_bar, theta_bar):
         ctx_bar[k] += (g_psi - 2.0 * gamma * (r - mu[k]) * g_dpsi) * e[k]
 
 
-# The specialized kernels of ``refimpl._kernels`` evaluate psi on a fixed window
+# The specialized kernel of ``refimpl._kernels`` evaluates psi on a fixed window
 # of 2 WINDOW + 1 centres around the nearest one, with ``c`` zero-padded past
 # both ends of the grid: no data-dependent loop exit, no indirect call. They
 # apply when every Gaussian outside the window is below GAUSSIAN_CUTOFF
@@ -213,55 +213,6 @@ def window_prepare(theta, t, work):
     n_t = int(theta[1])
     n_pad = n_r + 2 * WINDOW
     coefficients(theta, t, work[2 * n_pad: 2 * n_pad + n_t], work[WINDOW: WINDOW + n_r])
-
-
-@njit(cache=True, error_model="numpy")
-def window_pair(theta, work, r):
-    """``(psi, dpsi/dr)`` at ``r`` from the fixed window; ``window_prepare`` ran first.
-
-    The same recurrence as ``_gaussians`` (three ``exp``), run WINDOW steps
-    each way without a cutoff test, then summed in increasing ``k`` as
-    ``_pair`` does. Two guards act only on padded centres, past the grid:
-    the ratio exponents are capped at 700 (they exceed 0 only when ``r`` lies
-    more than half a spacing beyond the last centre, or before the first,
-    and then all centres on that side are padded) and each value at 1 (a
-    Gaussian never exceeds it, and a real one away from the nearest centre
-    is below exp(-gamma spacing^2 / 4)), so padded terms stay finite and add
-    ``0 * e = 0``.
-    """
-    n_r = int(theta[0])
-    n_t = int(theta[1])
-    gamma = theta[2]
-    spacing = theta[4]
-    n_pad = n_r + 2 * WINDOW
-    c = work[:n_pad]
-    mu = work[n_pad: 2 * n_pad]
-    e = work[2 * n_pad + n_t: 2 * n_pad + n_t + 2 * WINDOW + 1]
-    position = min(max((r - theta[_HEADER]) / spacing, 0.0), n_r - 1.0)
-    k0 = int(round(position))
-    d0 = r - mu[WINDOW + k0]
-    e0 = math.exp(-gamma * d0 * d0)
-    rho = math.exp(-2.0 * gamma * spacing * spacing)
-    e[WINDOW] = e0
-    value = e0
-    q = math.exp(min(gamma * spacing * (2.0 * d0 - spacing), 700.0))
-    for m in range(1, WINDOW + 1):
-        value = min(value * q, 1.0)
-        q *= rho
-        e[WINDOW + m] = value
-    value = e0
-    q = math.exp(min(-gamma * spacing * (2.0 * d0 + spacing), 700.0))
-    for m in range(1, WINDOW + 1):
-        value = min(value * q, 1.0)
-        q *= rho
-        e[WINDOW - m] = value
-    psi = 0.0
-    slope = 0.0
-    for m in range(2 * WINDOW + 1):
-        w = c[k0 + m] * e[m]
-        psi += w
-        slope += -2.0 * gamma * (r - mu[k0 + m]) * w
-    return psi, slope
 
 
 class RBFKernel(Psi):

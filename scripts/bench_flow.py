@@ -1,22 +1,33 @@
-"""Benchmark: exact-likelihood sampling throughput of EquivariantFlow.
+"""Benchmark: the rows of issue 10's table and how the cost grows.
 
-Prints, for 50 x 10 RBF kernels (weights 0.02 N(0, 1), seed 0):
-  * samples per second with all threads and with one, and function
-    evaluations per sample, for K = 4, D = 2 at rtol = atol = 1e-5 and 1e-8,
-    and for K = 13 and K = 55 in D = 3 at 1e-5;
-  * the cost of one field evaluation per pair as K grows (should be flat:
-    the cost per evaluation grows as K^2);
-  * the same K = 4 solve done by a Python loop over scipy's solve_ivp with
-    the same Numba field as right-hand side, and the ratio;
-  * the Numba compile time of a first run (fresh cache, in a subprocess) and
-    the import time with a warm cache.
+The psi is the benchmark's: 50 x 10 RBF kernels on [0, 8] x [0, 1], weights
+0.02 N(0, 1) (seed 0); rtol = atol = 1e-5 unless stated. Every time is the
+best of several repeats (the figure least disturbed by other processes);
+the load average is printed with the machine, and on a shared machine the
+figures are lower bounds of what it can do.
 
-Usage: python scripts/bench_flow.py [--quick]
+Rows (one line each):
+  * exact-likelihood sampling, samples/s with all threads: DW4 (K = 4,
+    D = 2), LJ13 (K = 13, D = 3), LJ55 (K = 55, D = 3), prior samples pushed
+    through ``EquivariantFlow.forward``;
+  * one DW4 training step (ML + KL, batch 64; ``bench_train.py``);
+  * cold start: import + compile + a first DW4 sample, in a fresh process
+    with an empty Numba cache (``NUMBA_CACHE_DIR``), and the same with the
+    cache that run filled;
+  * one ``vector_field(x, t, psi)`` call on a single (4, 2) configuration.
+Then: cost per pair and per sample of one field + divergence evaluation as K
+grows (one thread), samples/s against the tolerance and the thread count,
+and a fair scipy baseline: a loop of ``solve_ivp(method="RK45")`` with a
+vectorized NumPy right-hand side (the same field and divergence), timed
+after a warm-up, against refimpl on one thread.
+
+Usage: python scripts/bench_flow.py [--json] [--quick]
 """
 
 import argparse
+import json
 import os
-import platform
+import pathlib
 import subprocess
 import sys
 import tempfile
@@ -28,8 +39,17 @@ from scipy.integrate import solve_ivp
 
 import refimpl
 
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import bench_train  # noqa: E402
 
-def _timed(fn, repeat=3):
+SYSTEMS = {"DW4": (4, 2), "LJ13": (13, 3), "LJ55": (55, 3)}
+
+
+def _psi():
+    return refimpl.RBFKernel(0.02 * np.random.default_rng(0).standard_normal((50, 10)))
+
+
+def _best(fn, repeat):
     best = np.inf
     for _ in range(repeat):
         start = time.perf_counter()
@@ -38,73 +58,108 @@ def _timed(fn, repeat=3):
     return best
 
 
-def throughput(k, d, tol, n, threads):
-    rng = np.random.default_rng(0)
-    psi = refimpl.RBFKernel(0.02 * rng.standard_normal((50, 10)))
-    flow = refimpl.EquivariantFlow(psi, rtol=tol, atol=tol, n_particles=k, dim=d)
-    z = refimpl.MeanFreeNormal(k, d).sample(n, 1)
+def _with_threads(threads, fn):
     before = numba.get_num_threads()
     numba.set_num_threads(threads)
     try:
-        flow.forward(z[:2])
-        seconds = _timed(lambda: flow.forward(z))
+        return fn()
     finally:
         numba.set_num_threads(before)
-    return n / seconds, float(flow.last_stats.nfev.mean()), float(flow.last_stats.nreject.mean())
 
 
-def per_pair_cost(k, d, n):
-    psi = refimpl.RBFKernel(0.02 * np.random.default_rng(0).standard_normal((50, 10)))
-    x = np.random.default_rng(1).standard_normal((n, k, d))
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        refimpl.divergence(x[:2], 0.5, psi)
-        seconds = _timed(lambda: refimpl.divergence(x, 0.5, psi))
-    finally:
-        numba.set_num_threads(before)
-    return seconds / n / (k * (k - 1) / 2)
-
-
-def scipy_loop(tol, n):
-    k, d = 4, 2
-    rng = np.random.default_rng(0)
-    psi = refimpl.RBFKernel(0.02 * rng.standard_normal((50, 10)))
+def throughput(k, d, tol, n, threads, repeat=3):
+    """Samples/s of ``forward`` on ``n`` prior samples, and the mean nfev per sample."""
+    flow = refimpl.EquivariantFlow(_psi(), rtol=tol, atol=tol, n_particles=k, dim=d)
     z = refimpl.MeanFreeNormal(k, d).sample(n, 1)
 
-    def rhs(t, y):
-        x = y[:-1].reshape(1, k, d)
-        return np.append(refimpl.vector_field(x, t, psi).ravel(), -refimpl.divergence(x, t, psi))
+    def run():
+        flow.forward(z[:2])
+        return _best(lambda: flow.forward(z), repeat)
 
-    start = time.perf_counter()
-    for i in range(n):
-        solve_ivp(rhs, (0.0, 1.0), np.append(z[i].ravel(), 0.0), method="RK45", rtol=tol, atol=tol)
-    return n / (time.perf_counter() - start)
+    seconds = _with_threads(threads, run)
+    return n / seconds, float(flow.last_stats.nfev.mean())
+
+
+def field_cost(k, d, n, repeat=15):
+    """Seconds per pair and per sample of one field + divergence evaluation, one thread."""
+    psi = _psi()
+    x = np.random.default_rng(1).standard_normal((n, k, d))
+    seconds = _with_threads(1, lambda: (refimpl.divergence(x[:2], 0.5, psi),
+                                        _best(lambda: refimpl.divergence(x, 0.5, psi),
+                                              repeat))[1])
+    per_sample = seconds / n
+    return per_sample / (k * (k - 1) / 2), per_sample
+
+
+def single_call(calls=2000, repeat=7):
+    """Seconds per ``vector_field`` call on one (4, 2) configuration."""
+    psi = _psi()
+    x = np.random.default_rng(1).standard_normal((4, 2))
+    refimpl.vector_field(x, 0.5, psi)
+
+    def loop():
+        for _ in range(calls):
+            refimpl.vector_field(x, 0.5, psi)
+
+    return _best(loop, repeat) / calls
+
+
+def numpy_rhs(psi, k, d):
+    """The augmented right-hand side ``[g, -div g]`` in vectorized NumPy (direct double sum)."""
+    mu, nu, weights = psi.mu, psi.nu, psi.weights
+    gamma, gamma_t = psi.gamma, psi.gamma_t
+    i, j = np.triu_indices(k, 1)
+
+    def rhs(t, y):
+        x = y[:-1].reshape(k, d)
+        diff = x[i] - x[j]
+        r = np.sqrt(np.einsum("pd,pd->p", diff, diff))
+        c = weights @ np.exp(-gamma_t * (t - nu) ** 2)
+        u = r[:, None] - mu
+        e = np.exp(-gamma * u * u)
+        value = e @ c
+        slope = (-2.0 * gamma * u * e) @ c
+        g = np.zeros((k, d))
+        np.add.at(g, i, value[:, None] * diff)
+        np.add.at(g, j, -value[:, None] * diff)
+        div = 2.0 * np.sum(slope * r + d * value)
+        return np.append(g.ravel(), -div)
+
+    return rhs
+
+
+def scipy_baseline(tol, n):
+    """Samples/s of a ``solve_ivp`` loop over DW4 samples with ``numpy_rhs``, after a warm-up."""
+    k, d = SYSTEMS["DW4"]
+    rhs = numpy_rhs(_psi(), k, d)
+    z = refimpl.MeanFreeNormal(k, d).sample(n, 1)
+    y0 = np.concatenate([z.reshape(n, -1), np.zeros((n, 1))], axis=1)
+    solve_ivp(rhs, (0.0, 1.0), y0[0], method="RK45", rtol=tol, atol=tol)  # warm-up
+    nfev = []
+
+    def loop():
+        nfev.clear()
+        for row in y0:
+            nfev.append(solve_ivp(rhs, (0.0, 1.0), row, method="RK45", rtol=tol, atol=tol).nfev)
+
+    return n / _best(loop, 2), float(np.mean(nfev))
 
 
 _FIRST_RUN = (
-    "import sys, time; sys.path.insert(0, sys.argv[1]); t = time.perf_counter(); "
-    "import refimpl; "
+    "import time; t = time.perf_counter(); import refimpl; "
     "f = refimpl.EquivariantFlow(refimpl.RBFKernel(), n_particles=4, dim=2); f.sample(2, 0); "
     "print(time.perf_counter() - t)"
 )
 
 
-def compile_times():
-    """Run a first sample twice in fresh processes on a copy of the package
-    without its Numba cache: the first run compiles, the second loads."""
-    import importlib.util
-    import pathlib
-    import shutil
-
-    source = pathlib.Path(importlib.util.find_spec("refimpl").origin).parent
+def cold_start():
+    """Seconds for import + first DW4 sample in fresh processes: with an empty
+    Numba cache (everything compiles), then with the cache that run filled."""
+    times = []
     with tempfile.TemporaryDirectory() as tmp:
-        shutil.copytree(source, pathlib.Path(tmp) / "refimpl",
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        env = dict(os.environ, NUMBA_CACHE_DIR=str(pathlib.Path(tmp) / "numba-cache"))
-        times = []
+        env = dict(os.environ, NUMBA_CACHE_DIR=tmp)
         for _ in range(2):
-            out = subprocess.run([sys.executable, "-c", _FIRST_RUN, tmp], env=env,
+            out = subprocess.run([sys.executable, "-c", _FIRST_RUN], env=env,
                                  capture_output=True, text=True, check=True)
             times.append(float(out.stdout.strip().splitlines()[-1]))
     return times
@@ -112,38 +167,77 @@ def compile_times():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead")
     parser.add_argument("--quick", action="store_true", help="fewer samples (noisier figures)")
     args = parser.parse_args()
-    scale = 0.1 if args.quick else 1.0
-    threads = numba.get_num_threads()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"numba {numba.__version__}, {threads} threads")
-    print("\nthroughput (50 x 10 RBF kernels, weights 0.02 N(0,1))")
-    print(f"{'K':>3} {'D':>2} {'tol':>6} {'samples/s':>11} {'1 thread':>10} {'nfev/sample':>12}"
-          f" {'rejected':>9}")
-    for k, d, tol, n in [(4, 2, 1e-5, 40_000), (4, 2, 1e-8, 10_000), (13, 3, 1e-5, 4_000),
-                         (55, 3, 1e-5, 200)]:
-        n = max(int(n * scale), 20)
-        rate, nfev, nrej = throughput(k, d, tol, n, threads)
-        rate1, _, _ = throughput(k, d, tol, n, 1)
-        print(f"{k:>3} {d:>2} {tol:>6.0e} {rate:>11,.0f} {rate1:>10,.0f} {nfev:>12.1f} {nrej:>9.2f}")
+    scale = 0.2 if args.quick else 1.0
+    report = {"machine": bench_train.machine(), "tol": 1e-5, "rows": {}, "cost_vs_k": [],
+              "tolerance": [], "threads": [], "scipy": {}}
+    threads = report["machine"]["threads"]
 
-    print("\ncost of one field + divergence evaluation per pair (1 thread)")
-    base = None
-    for k in (4, 13, 55):
-        cost = per_pair_cost(k, 3, max(int(200_000 * scale) // (k * k), 50))
-        base = base or cost
-        print(f"  K = {k:>2}: {cost * 1e9:7.1f} ns per pair ({cost / base:.2f} x K = 4)")
+    def say(text):
+        if not args.json:
+            print(text, flush=True)
 
-    n_scipy = max(int(200 * scale), 10)
-    scipy_rate = scipy_loop(1e-5, n_scipy)
-    ours, _, _ = throughput(4, 2, 1e-5, max(int(40_000 * scale), 20), threads)
-    print(f"\nscipy solve_ivp loop, K = 4, tol 1e-5: {scipy_rate:,.0f} samples/s; "
-          f"refimpl is {ours / scipy_rate:,.0f} x faster")
+    m = report["machine"]
+    say(f"machine: {m['cpu']}, {m['cores']} cores, {threads} Numba threads, numba {m['numba']}, "
+        f"load average {m['load_average'][0]:.2f} at start\n")
+    say("rows of issue 10 (rtol = atol = 1e-5, 50 x 10 RBF psi)")
+    sizes = {"DW4": 20_000, "LJ13": 2_000, "LJ55": 60}
+    for name, (k, d) in SYSTEMS.items():
+        n = max(int(sizes[name] * scale), 10)
+        rate, nfev = throughput(k, d, 1e-5, n, threads)
+        report["rows"][name] = {"samples_per_s": rate, "nfev_per_sample": nfev, "n": n}
+        say(f"  {name:<5} (K = {k:>2}, D = {d}) sampling: {rate:>10,.0f} samples/s "
+            f"({threads} threads, {nfev:.0f} evaluations per sample)")
+    total, split, best = bench_train.time_steps(repeats=max(int(20 * scale), 5))
+    report["rows"]["train_step"] = {"best_s": best, "mean_s": total, **split}
+    say(f"  DW4 training step (ML + KL, batch 64): {best * 1e3:.1f} ms best, {total * 1e3:.1f} ms "
+        f"mean (forward {split['forward'] * 1e3:.1f}, adjoint {split['adjoint'] * 1e3:.1f})")
+    cold, warm = cold_start()
+    report["rows"]["cold_start"] = {"empty_cache_s": cold, "warm_cache_s": warm}
+    say(f"  cold start (import + compile + first DW4 sample, empty Numba cache): {cold:.1f} s "
+        f"(with a warm cache: {warm:.2f} s)")
+    one = single_call()
+    report["rows"]["single_call_s"] = one
+    say(f"  one vector_field call on a single (4, 2) configuration: {one * 1e6:.1f} us")
 
-    cold, warm = compile_times()
-    print(f"\nfirst run with an empty Numba cache (import + compile + 2 samples): {cold:.1f} s")
-    print(f"run with a warm cache (import + 2 samples): {warm:.2f} s")
+    say("\ncost of one field + divergence evaluation (one thread)")
+    for k, d in [(4, 2), (13, 3), (55, 3), (128, 3)]:
+        per_pair, per_sample = field_cost(k, d, max(int(200_000 * scale) // (k * k), 20))
+        report["cost_vs_k"].append({"K": k, "D": d, "ns_per_pair": per_pair * 1e9,
+                                    "us_per_sample": per_sample * 1e6})
+        say(f"  K = {k:>3}, D = {d}: {per_pair * 1e9:6.1f} ns per pair, "
+            f"{per_sample * 1e6:8.2f} us per sample")
+
+    say(f"\nDW4 samples/s against the tolerance ({threads} threads)")
+    for tol in (1e-3, 1e-5, 1e-7, 1e-9):
+        n = max(int(20_000 * scale * (1e-5 / tol) ** 0.2), 10)
+        rate, nfev = throughput(4, 2, tol, n, threads)
+        report["tolerance"].append({"tol": tol, "samples_per_s": rate, "nfev_per_sample": nfev})
+        say(f"  tol {tol:.0e}: {rate:>10,.0f} samples/s, {nfev:6.1f} evaluations per sample")
+
+    say("\nsamples/s against the number of threads (tol 1e-5)")
+    for name, (k, d) in SYSTEMS.items():
+        n = max(int(sizes[name] * scale), 10)
+        rates = {t: throughput(k, d, 1e-5, n, t)[0] for t in sorted({1, threads})}
+        report["threads"].append({"system": name, "samples_per_s": rates})
+        say(f"  {name:<5} " + ", ".join(f"{t} thread{'s' * (t > 1)}: {r:>9,.0f}"
+                                         for t, r in rates.items()))
+
+    n_scipy = max(int(40 * scale), 10)
+    scipy_rate, scipy_nfev = scipy_baseline(1e-5, n_scipy)
+    ours = report["threads"][0]["samples_per_s"][1]
+    report["scipy"] = {"samples_per_s": scipy_rate, "nfev_per_sample": scipy_nfev,
+                       "refimpl_one_thread": ours}
+    say(f"\nscipy baseline, DW4, tol 1e-5: solve_ivp loop with a vectorized NumPy right-hand "
+        f"side {scipy_rate:,.0f} samples/s ({scipy_nfev:.0f} evaluations per sample); refimpl on "
+        f"one thread {ours:,.0f} samples/s ({ours / scipy_rate:,.0f} x)")
+    report["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        say(f"\nload average at the end: {report['machine']['load_average_end'][0]:.2f}")
 
 
 if __name__ == "__main__":

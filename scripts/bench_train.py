@@ -9,6 +9,7 @@ Usage: python scripts/bench_train.py
 """
 
 import os
+import pathlib
 import platform
 import time
 import tracemalloc
@@ -19,6 +20,20 @@ import numpy as np
 
 import refimpl
 from refimpl.train import kl_loss, ml_loss
+
+
+def machine():
+    model = platform.processor() or platform.machine()
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "threads": numba.get_num_threads(),
+            "numba": numba.__version__, "numpy": np.__version__, "python": platform.python_version(),
+            "load_average": [round(v, 2) for v in os.getloadavg()]}
 
 
 def _model(tol=1e-5, scale=0.02):
@@ -62,6 +77,7 @@ class _Timer:
 
 
 def time_steps(batch=64, repeats=20):
+    """Mean and best seconds per step over ``repeats`` steps, and the mean split."""
     model = _model()
     step = _step_function(model, batch)
     rng = np.random.default_rng(0)
@@ -71,15 +87,16 @@ def time_steps(batch=64, repeats=20):
     import refimpl._engine as engine
     timer.wrap(engine, "solve_flow_batch", "forward")
     timer.wrap(engine, "adjoint_batch", "adjoint")
+    durations = []
     try:
-        start = time.perf_counter()
         for _ in range(repeats):
+            start = time.perf_counter()
             step(params, rng)
-        total = (time.perf_counter() - start) / repeats
+            durations.append(time.perf_counter() - start)
     finally:
         timer.restore()
     split = {k: v / repeats for k, v in timer.seconds.items()}
-    return total, split
+    return float(np.mean(durations)), split, float(np.min(durations))
 
 
 def peak_memory(batch, tol):
@@ -97,12 +114,13 @@ def peak_memory(batch, tol):
 
 
 def main():
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, numba {numba.__version__}, "
-          f"{numba.get_num_threads()} threads")
-    total, split = time_steps()
+    m = machine()
+    print(f"machine: {m['cpu']}, {m['cores']} cores, {m['threads']} Numba threads, numba "
+          f"{m['numba']}, load average {m['load_average'][0]:.2f}")
+    total, split, best = time_steps()
     other = total - sum(split.values())
     print(f"\ntraining step (ML + KL, batch 64, K = 4, D = 2, 50 x 10 RBF, tol 1e-5): "
-          f"{total * 1e3:.1f} ms")
+          f"{best * 1e3:.1f} ms best, {total * 1e3:.1f} ms mean")
     print(f"  forward solves: {split['forward'] * 1e3:.1f} ms, adjoint: "
           f"{split['adjoint'] * 1e3:.1f} ms, autograd/NumPy/Python: {other * 1e3:.1f} ms")
     print("\npeak traced memory of one ML + KL gradient, batch 256 "
