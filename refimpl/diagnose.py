@@ -149,9 +149,6 @@ MISTAKES = [
      lambda ctx, cid, q, ref: 2.0 * ref,
      "exactly twice the reference: the Lennard-Jones energy sums ordered pairs i != j; it "
      "sums unordered pairs i < j. Divide by 2"),
-    ("doubled energy", ("energy", "force"),
-     lambda ctx, cid, q, ref: 2.0 * ref,
-     "exactly twice the reference: each pair counted four times, or v doubled"),
     ("log-det sign", ("forward_logdet", "inverse_logdet"),
      lambda ctx, cid, q, ref: -ref,
      "the negative of the reference: the log-det's sign or direction is flipped. "

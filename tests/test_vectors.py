@@ -611,20 +611,25 @@ def test_classic_convention_mistakes_fail_and_are_diagnosed(mistake):
         assert [d.split(":")[0] for d in report[q].diagnoses] == [expected], (q, str(report))
 
 
-@pytest.mark.parametrize("mistake", ["gradient sign", "bgflow's energy convention"])
+@pytest.mark.parametrize("mistake", ["gradient sign", "bgflow's energy convention",
+                                     "ordered Lennard-Jones pairs"])
 def test_gradient_mistakes_are_diagnosed(mistake):
     negate = lambda case, g: {n: -v for n, v in g.items()}  # noqa: E731
+    exact = refimpl_implementation()
     if mistake == "gradient sign":
         implementation = refimpl_implementation(ml_grad=negate, kl_grad=negate)
         expected = {"ml_grad": "gradient sign", "kl_grad": "gradient sign"}
-    else:  # refimpl's DoubleWell with bgflow's unordered pairs, also inside the KL loss
-        exact = refimpl_implementation()
-
+    elif mistake == "bgflow's energy convention":  # the DoubleWell over unordered pairs
         def implementation(case):
-            case = {**case, "energy": {**case["energy"], "pairs": "unordered"}}
-            return exact(case)
+            return exact({**case, "energy": {**case["energy"], "pairs": "unordered"}})
         expected = {"energy": "unordered pairs", "force": "unordered pairs",
                     "kl_loss": "KL energy halved", "kl_grad": "KL gradient, energy halved"}
+    else:  # Lennard-Jones over ordered pairs: twice the energy, i.e. u / (T / 2)
+        def implementation(case):
+            lj = case["lennard_jones"]
+            return exact({**case, "lennard_jones": {**lj, "temperature": lj["temperature"] / 2}})
+        expected = {"lj_energy": "ordered pairs", "lj_force": "ordered pairs",
+                    "kl_loss": "KL energy doubled", "kl_grad": "KL gradient, energy doubled"}
     report = check_implementation(GOLDEN_SMALL, implementation)
     assert report.failed == list(expected), report
     for q, name in expected.items():
