@@ -632,3 +632,27 @@ def test_bgflow_theta_round_trip_is_not_range_checked():
     assert np.all(psi.copy_with(theta).arrays()["neg_log_gammas"] == 150.0)
     with pytest.raises(ValueError, match="neg_log_gammas"):
         BgflowKernel.from_arrays(**psi.copy_with(theta).arrays())
+
+
+class _BrokenPotential:
+    """A potential whose energy is NaN for some configurations (a user's bug)."""
+
+    n_particles, dim = 4, 2
+
+    def energy(self, x):
+        import autograd.numpy as anp
+        return anp.sum(x * x, axis=(-2, -1)) * np.nan
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the diverging run overflows on its way
+@pytest.mark.parametrize("schedule, data, words", [
+    ([Phase(2, w_ml=0.0, w_kl=1.0)], None, ["step 0", "KL loss is not finite", "energy_cut"]),
+    ([Phase(2, w_ml=1.0, w_kl=0.0, learning_rate=1e300)], X,
+     ["step 1", "ML loss is not finite", "learning_rate"]),
+])
+def test_a_non_finite_loss_names_its_cause(schedule, data, words):
+    with pytest.raises(FloatingPointError) as info:
+        train(NVP, data=data, potential=_BrokenPotential(), schedule=schedule, log_every=0,
+              batch_size=3)
+    for word in words:
+        assert word in str(info.value), str(info.value)
