@@ -8,6 +8,7 @@ outputs against them (``refimpl.vectors``, ``refimpl.verify``).
 """
 
 import argparse
+import os
 import sys
 import time
 
@@ -16,24 +17,30 @@ import numpy as np
 
 # refimpl demo prints one row per sample; more than this is not a demo.
 DEMO_MAX_PRINTED = 1000
-# The throughput test's default: 5 000 samples at K = 4, scaled by 1/K^2 (the
-# cost of one field evaluation), so that it takes about as long for any K.
-DEMO_THROUGHPUT_WORK = 80_000
+# A sample costs K^2 D per field evaluation times a number of steps that grows
+# with K: about 3 s per sample at K = 300 on a loaded 2-core machine. Larger
+# systems belong in a script, not in the demo.
+DEMO_MAX_PARTICLES = 300
+DEMO_MAX_DIM = 10
+# The throughput test samples in doubling batches until it has spent this long
+# or drawn DEMO_THROUGHPUT_MAX samples (5 000 at K = 4 take ~0.5 s).
+DEMO_THROUGHPUT_SECONDS = 2.0
+DEMO_THROUGHPUT_MAX = 5_000
 
 
 def _demo(args):
     from . import EquivariantFlow, RBFKernel
 
     _require(args.seed >= 0, "--seed", args.seed, "a non-negative integer")
-    _require(2 <= args.particles, "--particles", args.particles, "at least 2")
-    _require(1 <= args.dim, "--dim", args.dim, "at least 1")
+    _require(2 <= args.particles <= DEMO_MAX_PARTICLES, "--particles", args.particles,
+             f"between 2 and {DEMO_MAX_PARTICLES}")
+    _require(1 <= args.dim <= DEMO_MAX_DIM, "--dim", args.dim, f"between 1 and {DEMO_MAX_DIM}")
     _require(1 <= args.n <= DEMO_MAX_PRINTED, "-n", args.n, f"between 1 and {DEMO_MAX_PRINTED}")
     for flag, value in (("--rtol", args.rtol), ("--atol", args.atol)):
         _require(np.isfinite(value) and value > 0, flag, value, "a positive number")
-    n_big = args.throughput
-    if n_big is None:
-        n_big = max(10, DEMO_THROUGHPUT_WORK // args.particles ** 2)
-    _require(n_big >= 0, "--throughput", n_big, "0 (off) or a positive number of samples")
+    if args.throughput is not None:
+        _require(args.throughput >= 0, "--throughput", args.throughput,
+                 "0 (off) or a positive number of samples")
     rng = np.random.default_rng(args.seed)
     k, d = args.particles, args.dim
     print(f"refimpl demo: K = {k} particles in D = {d}, seed {args.seed}")
@@ -53,13 +60,29 @@ def _demo(args):
     print(f"\nlog q_X(x) comes from the forward solve (prior density plus the integrated"
           f"\ndivergence); log_prob(x) solves backwards from x. Both are exact up to the solver"
           f"\ntolerance (rtol={args.rtol:g}, atol={args.atol:g}); tighten it to shrink |diff|.")
-    if n_big:
-        start = time.perf_counter()
-        flow.sample(n_big, rng)
-        elapsed = time.perf_counter() - start
+    if args.throughput != 0:
+        n_big, elapsed = _throughput(flow, rng, args.throughput)
+        rate = n_big / elapsed
         print(f"throughput: {n_big} exact-likelihood samples in {elapsed:.2f} s "
-              f"({n_big / elapsed:,.0f} samples/s; --throughput N sets the number, 0 skips it)")
+              f"({rate:,.0f} samples/s" if rate >= 10 else f"({rate:.2f} samples/s",
+              "--throughput N sets the number, 0 skips it)", sep="; ")
     return 0
+
+
+def _throughput(flow, rng, n=None):
+    """Time ``n`` samples, or doubling batches within ``DEMO_THROUGHPUT_SECONDS`` if ``n`` is None."""
+    if n is not None:
+        start = time.perf_counter()
+        flow.sample(n, rng)
+        return n, time.perf_counter() - start
+    done, elapsed, batch = 0, 0.0, 1
+    while done < DEMO_THROUGHPUT_MAX and elapsed < DEMO_THROUGHPUT_SECONDS:
+        size = min(batch, DEMO_THROUGHPUT_MAX - done)
+        start = time.perf_counter()
+        flow.sample(size, rng)
+        elapsed += time.perf_counter() - start
+        done, batch = done + size, 2 * batch
+    return done, elapsed
 
 
 def _reproduce(args):
@@ -78,6 +101,8 @@ def _reproduce(args):
 def _vectors(args):
     from .vectors import write_vectors
 
+    if os.path.isdir(args.out):  # say so now, not after generating the vectors
+        raise UsageError(f"--out {args.out} is a folder; give a file name, e.g. golden.json")
     try:
         golden = write_vectors(args.out, small=args.small)
     except OSError as exc:
@@ -140,16 +165,17 @@ def main(argv=None):
                      help="replace results in --out made with other settings (refused otherwise)")
     rep.set_defaults(run=_reproduce)
     demo = sub.add_parser("demo", help="sample a small equivariant flow with exact log-densities")
-    demo.add_argument("--particles", type=int, default=4, help="K (default 4)")
-    demo.add_argument("--dim", type=int, default=2, help="D (default 2)")
+    demo.add_argument("--particles", type=int, default=4,
+                      help=f"K (default 4, at most {DEMO_MAX_PARTICLES})")
+    demo.add_argument("--dim", type=int, default=2, help=f"D (default 2, at most {DEMO_MAX_DIM})")
     demo.add_argument("-n", type=int, default=5,
                       help=f"samples to print (default 5, at most {DEMO_MAX_PRINTED})")
     demo.add_argument("--rtol", type=float, default=1e-5)
     demo.add_argument("--atol", type=float, default=1e-5)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--throughput", type=int, default=None, metavar="N",
-                      help="samples in the throughput test (default 80000 / K^2, at least 10; "
-                      "0 skips it)")
+                      help=f"samples in the throughput test (default: as many as fit in "
+                      f"{DEMO_THROUGHPUT_SECONDS:g} s, at most {DEMO_THROUGHPUT_MAX}; 0 skips it)")
     demo.set_defaults(run=_demo)
     vec = sub.add_parser("vectors", help="write golden test vectors (JSON) for checking "
                          "another implementation")
