@@ -659,3 +659,21 @@ def test_a_non_finite_loss_names_its_cause(schedule, data, words):
               batch_size=3)
     for word in words:
         assert word in str(info.value), str(info.value)
+
+
+def test_demo_runs_with_a_chosen_or_no_throughput_test(capsys):
+    assert main(["demo", "-n", "2", "--throughput", "3"]) == 0
+    assert "throughput: 3 exact-likelihood samples" in capsys.readouterr().out
+    assert main(["demo", "-n", "1", "--throughput", "0"]) == 0
+    assert "throughput" not in capsys.readouterr().out
+
+
+def test_demo_default_throughput_test_stops_at_its_sample_cap(monkeypatch):
+    from refimpl import cli
+
+    drawn = []
+    fake = type("Flow", (), {"sample": lambda self, n, rng: drawn.append(n)})()
+    monkeypatch.setattr(cli, "DEMO_THROUGHPUT_SECONDS", float("inf"))
+    done, _ = cli._throughput(fake, None)
+    assert done == sum(drawn) == cli.DEMO_THROUGHPUT_MAX
+    assert drawn[:4] == [1, 2, 4, 8]  # doubling batches
