@@ -290,13 +290,7 @@ class BgflowKernel(Psi):
         flags = [float(bool(f)) for f in flags]
         nlg, nlgt, importance, weights, bias = parts
         if checked:  # skipped by from_theta: a theta may also carry gradients
-            for name, logs in (("neg_log_gammas", nlg), ("neg_log_gammas_time", nlgt)):
-                if np.any(logs > MAX_NEG_LOG_GAMMA):
-                    raise ValueError(f"{name} holds {np.max(logs):.4g}, i.e. a width "
-                                     f"exp(-{np.max(logs):.4g}); widths below {MIN_WIDTH:g} "
-                                     "make the kernel overflow float64: use wider kernels")
-            check_range(mus, "mus")
-            check_range(mus_time, "mus_time")
+            _check_ranges(mus, nlg, mus_time, nlgt)
         super().__init__(np.concatenate([[n_k, n_s], flags, mus, nlg, mus_time, nlgt,
                                          importance, weights, bias]))
         self.ctx_size = 3 * n_k + n_s + 1
@@ -354,6 +348,12 @@ class BgflowKernel(Psi):
                       **_named_arrays(theta))
         return psi
 
+    def check_ranges(self):
+        """``ValueError`` unless widths are at least ``MIN_WIDTH`` and centres within
+        ``MAX_COORDINATE`` (the constructors check this; ``from_theta`` does not)."""
+        a = self.arrays()
+        _check_ranges(a["mus"], a["neg_log_gammas"], a["mus_time"], a["neg_log_gammas_time"])
+
     @property
     def shape(self):
         """``(n_k, n_s)``: numbers of distance and time centres."""
@@ -391,6 +391,17 @@ class BgflowKernel(Psi):
     def __repr__(self):
         n_k, n_s = self.shape
         return f"BgflowKernel({n_k} distance x {n_s} time centres)"
+
+
+def _check_ranges(mus, neg_log_gammas, mus_time, neg_log_gammas_time):
+    for name, logs in (("neg_log_gammas", neg_log_gammas),
+                       ("neg_log_gammas_time", neg_log_gammas_time)):
+        if np.any(logs > MAX_NEG_LOG_GAMMA):
+            raise ValueError(f"{name} holds {np.max(logs):.4g}, i.e. a width "
+                             f"exp(-{np.max(logs):.4g}); widths below {MIN_WIDTH:g} make the "
+                             "kernel overflow float64: use wider kernels")
+    check_range(mus, "mus")
+    check_range(mus_time, "mus_time")
 
 
 def _named_arrays(theta):

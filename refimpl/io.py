@@ -123,6 +123,8 @@ def load_model(path):
                 raise FileFormatError(f"{f.path}: field 'psi_family' is {family!r}; known: "
                                       f"{', '.join(sorted(FAMILIES))}")
             psi = FAMILIES[family].cls.from_theta(f.floats("psi_theta", ndim=1))
+            if hasattr(psi, "check_ranges"):  # from_theta leaves ranges to the caller
+                psi.check_ranges()
             k, d = f.integer("n_particles", minimum=-1), f.integer("dim", minimum=-1)
             model = EquivariantFlow(psi, *(f.real(name) for name in ("t0", "t1", "rtol", "atol")),
                                     f.integer("max_steps", minimum=1, maximum=MAX_STEPS_LIMIT),

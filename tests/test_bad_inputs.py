@@ -521,6 +521,15 @@ def test_a_bad_model_file_names_file_and_field(tmp_path, label, changes, words):
         assert word in message, f"{word!r} not in {message!r}"
 
 
+def test_a_model_file_with_too_narrow_bgflow_kernels_is_refused(tmp_path):
+    psi = _bg()
+    theta = psi.theta.copy()
+    theta[4 + psi.shape[0]: 4 + 2 * psi.shape[0]] = 300.0  # neg_log_gammas: width e^-300
+    save_model(tmp_path / "bg.npz", EquivariantFlow(psi.copy_with(theta)))
+    with pytest.raises(FileFormatError, match="neg_log_gammas"):
+        load_model(tmp_path / "bg.npz")
+
+
 def test_flow_model_file_fields_are_range_checked(tmp_path):
     path = tmp_path / "flow.npz"
     save_model(path, FLOW)
