@@ -154,7 +154,10 @@ CONVENTIONS = {
                "significant digits); read them with a correctly rounding parser.",
     "configurations": "x and z are K x D nested lists: row i holds the D coordinates of "
                       "particle i; x_batch and z_batch are B x K x D. All configurations are "
-                      "mean-free to rounding.",
+                      "mean-free to rounding. z_batch holds prior draws, redrawn while a pair "
+                      f"was closer than {KL_MIN_DISTANCE} (keeps Lennard-Jones energies "
+                      "moderate); x_batch "
+                      "draws like x (a near-coincident pair in the close-pair cases).",
     "mean_free": "The centre of mass is the mean mu(x) = (1/K) sum_i x_i (the paper prints a "
                  "sum). Densities live on the (K-1) D dimensional subspace mu(x) = 0, in "
                  "orthonormal coordinates on it.",

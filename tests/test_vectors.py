@@ -263,7 +263,13 @@ def test_vectors_is_deterministic_byte_for_byte(tmp_path, capsys):
     assert run_cli(capsys, "vectors", "--out", a, "--small")[0] == 0
     assert run_cli(capsys, "vectors", "--out", b, "--small")[0] == 0
     assert a.read_bytes() == b.read_bytes()
-    assert a.read_bytes() == GOLDEN_SMALL.read_bytes()  # the committed file is this set
+    # the committed file is this set: the same cases and inputs (its reference values are
+    # guarded to tolerance by the regression test: kernels may change their rounding)
+    fresh, stored = json.loads(a.read_text()), json.loads(GOLDEN_SMALL.read_text())
+    assert list(fresh["cases"]) == list(stored["cases"])
+    for cid, case in fresh["cases"].items():
+        assert case["inputs"] == stored["cases"][cid]["inputs"]
+        assert case["psi"] == stored["cases"][cid]["psi"]
 
 
 def test_golden_small_regression_refimpl_still_computes_the_stored_numbers(tmp_path, capsys):
