@@ -77,7 +77,7 @@ class EquivariantFlow:
     Solver statistics: every method takes ``return_stats=True`` to return
     the per-sample ``SolverStats`` of its solve as an extra last element. For
     convenience ``last_stats`` also holds those of the latest ``forward``,
-    ``inverse``, ``log_prob`` or ``sample`` call on this object (also one that
+    ``inverse``, ``log_prob``, ``sample`` or ``push`` call on this object (also one that
     raised ``SolverError``); nothing else sets it (``FlowModel``'s solves do
     not), and it is not meant for concurrent use of one flow from threads.
     """
@@ -100,7 +100,7 @@ class EquivariantFlow:
 
     # --- the one implementation, shared with refimpl.FlowModel ----------------------------------
     # ``params`` is None (psi's own parameters) or the trainable vector, possibly an autograd
-    # box. _log_prob and _sample return their values followed by the SolverStats of the solve.
+    # box. _log_prob, _sample and _push return their values followed by the SolverStats of the solve.
 
     def _transport(self, params, x, inverse=False, frozen=None, record=False):
         """``_engine.transport`` of configurations ``x`` over this flow's interval."""
@@ -122,9 +122,13 @@ class EquivariantFlow:
             raise ValueError("sample needs the flow built with n_particles=K and dim=D")
         n = as_positive_int(n, "n")
         prior = MeanFreeNormal(self.n_particles, self.dim)
-        z = prior.sample(n, as_generator(rng))
+        return self._push(params, prior.sample(n, as_generator(rng)))
+
+    def _push(self, params, z):
+        z = as_configurations(getval(z), "z", self.n_particles, self.dim, mean_free=True)
         x, logdet, stats, _ = self._transport(params, z)
-        return x, prior.log_prob(z) - logdet, stats
+        k, d = z.shape[-2:]
+        return x, standard_normal_log_prob(z, (k - 1) * d) - logdet, stats
 
     def _public(self, compute, return_stats):
         """Run ``compute() -> (*values, stats)`` for a public method: ``last_stats`` set."""
@@ -169,6 +173,14 @@ class EquivariantFlow:
         ``numpy.random.Generator`` or an integer seed.
         """
         return self._public(lambda: self._sample(None, n, rng), return_stats)
+
+    def push(self, z, return_stats=False):
+        """``x = F(z)`` and ``log q_X(x)`` for given mean-free prior samples ``z (..., K, D)``.
+
+        What ``sample`` returns, with the prior samples drawn by the caller
+        (``sample(n, rng)`` is ``push`` of ``n`` draws of ``MeanFreeNormal``).
+        """
+        return self._public(lambda: self._push(None, z), return_stats)
 
     def __repr__(self):
         return (f"EquivariantFlow({self.psi!r}, t0={self.t0}, t1={self.t1}, rtol={self.rtol}, "

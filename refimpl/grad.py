@@ -97,3 +97,9 @@ class FlowModel:
         """``n`` samples ``x (n, K, D)`` and their ``log q_X``, reparameterized."""
         x, log_q, stats = self.flow._sample(params, n, rng)
         return _values((x, log_q), stats, return_stats)
+
+    def push(self, params, z, return_stats=False):
+        """``x = F(z)`` and ``log q_X(x)`` for given prior samples ``z``, differentiable
+        in ``params`` (``EquivariantFlow.push``)."""
+        x, log_q, stats = self.flow._push(params, z)
+        return _values((x, log_q), stats, return_stats)

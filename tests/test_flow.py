@@ -190,7 +190,9 @@ def test_flow_and_flow_model_give_bitwise_the_same_numbers():
     for got, want in [(flow.forward(z), model.forward(p, z)),
                       (flow.inverse(z), model.inverse(p, z)),
                       ((flow.log_prob(z),), (model.log_prob(p, z),)),
-                      (flow.sample(5, 9), model.sample(p, 5, 9))]:
+                      (flow.sample(5, 9), model.sample(p, 5, 9)),
+                      (flow.push(z), model.push(p, z)),
+                      (flow.sample(5, 9), flow.push(refimpl.MeanFreeNormal(3, 3).sample(5, 9)))]:
         for a, b in zip(got, want, strict=True):
             np.testing.assert_array_equal(a, b)
 
