@@ -616,6 +616,13 @@ def test_reproduce_refuses_results_of_other_settings(tmp_path, capsys):
     assert code == 2
     assert "full, seed 0" in err and "quick, seed 0" in err and "--overwrite" in err
     assert sorted(p.name for p in out.iterdir()) == [RUN_MARKER]
+    # same kind and seed, but written with other settings (e.g. by another refimpl version)
+    quick = {"settings": json.loads(json.dumps(dataclasses.asdict(Settings(seed=0).quick()))),
+             "quick": True}
+    quick["settings"]["mcmc_steps"] += 1
+    (out / RUN_MARKER).write_text(json.dumps(quick))
+    code, err = _cli(capsys, "reproduce", "--out", out, "--quick")
+    assert code == 2 and "settings differ in mcmc_steps" in err
 
 
 def test_verify_on_hostile_files_is_one_line_exit_2(tmp_path, capsys):

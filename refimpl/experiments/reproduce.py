@@ -129,12 +129,22 @@ def _check_output_folder(out, run, overwrite):
                 theirs = {}
             if not isinstance(theirs, dict) or any(theirs.get(k) != v for k, v in run.items()):
                 raise ValueError(f"{out} holds results of another run ({_describe(theirs)}; "
-                                 f"this one is {_describe(run)}); choose another --out, or pass "
-                                 "--overwrite to replace them")
+                                 f"this one is {_describe(run)}{_differences(theirs, run)}); "
+                                 "choose another --out, or pass --overwrite to replace them")
             return
     if any(out.iterdir()):
         raise ValueError(f"{out} is not empty and holds no refimpl results; choose another "
                          "--out, or pass --overwrite to write into it anyway")
+
+
+def _differences(theirs, run):
+    """``"; settings differ in a, b"`` (e.g. after a change of refimpl's settings)."""
+    ours = run["settings"]
+    other = theirs.get("settings") if isinstance(theirs, dict) else None
+    if not isinstance(other, dict) or _describe(theirs) != _describe(run):
+        return ""  # quick vs full or another seed: the description says it
+    differ = sorted(k for k in set(ours) | set(other) if ours.get(k) != other.get(k))
+    return f"; settings differ in {', '.join(differ)}" if differ else ""
 
 
 def _describe(run):
