@@ -22,7 +22,7 @@ from .psi import PAIR_TYPE, PREPARE_TYPE, compiled
 
 @njit(cache=True, error_model="numpy")
 def field_and_divergence(x, t, theta, ctx, prepare, pair, K, D, g, window):
-    r"""Write ``g(x, t)`` (seed eq. 3) into ``g``; return ``div g`` (eq. 4).
+    r"""Write ``g(x, t)`` (paper eq. 3) into ``g``; return ``div g`` (eq. 4).
 
     .. math::
         g_i = \sum_{j \ne i} \psi(r_{ij}, t)\,(x_i - x_j), \qquad
@@ -31,8 +31,8 @@ def field_and_divergence(x, t, theta, ctx, prepare, pair, K, D, g, window):
 
     Each unordered pair is visited once, in the order ``(0, 1), (0, 2), ...,
     (1, 2), ...``: it adds to ``g_i`` and subtracts from ``g_j``, and counts
-    twice in the divergence. The diagonal ``j = i`` is excluded (the seed's
-    eq. 4 erratum, DESIGN.md section 1). At ``r_ij = 0`` the pair contributes
+    twice in the divergence. The diagonal ``j = i`` is excluded (the paper's
+    eq. 4 erratum, README "The math"). At ``r_ij = 0`` the pair contributes
     ``D psi(0, t)`` twice to the divergence and nothing to the field, which
     is the limit of the formula.
 

@@ -1,4 +1,4 @@
-"""The equivariant continuous normalizing flow (seed sections 3.2 and 3.4).
+"""The equivariant continuous normalizing flow (paper sections 3.2 and 3.4, eqs. 1-4).
 
 ``EquivariantFlow`` integrates the augmented ODE
 
@@ -32,7 +32,7 @@ __all__ = ["EquivariantFlow", "SolverError", "SolverStats", "divergence", "vecto
 
 
 def vector_field(x, t, psi):
-    """The equivariant field ``g(x, t)`` of seed eq. 3, shape ``(..., K, D)``.
+    """The equivariant field ``g(x, t)`` of paper eq. 3 (section 3.4), shape ``(..., K, D)``.
 
     ``g_i = sum_{j != i} psi(r_ij, t) (x_i - x_j)`` with ``r_ij = |x_i - x_j|``.
     """
@@ -40,7 +40,7 @@ def vector_field(x, t, psi):
 
 
 def divergence(x, t, psi):
-    """The exact divergence of ``g`` (seed eq. 4, diagonal excluded), shape ``(...)``.
+    """The exact divergence of ``g`` (paper eq. 4 without its j = i terms; README, "The math"), shape ``(...)``.
 
     ``div g = sum_i sum_{j != i} [psi'(r_ij, t) r_ij + D psi(r_ij, t)]``.
     """

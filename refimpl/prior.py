@@ -1,4 +1,4 @@
-"""The mean-free Gaussian prior (seed section 3.3, with the mean as centre).
+"""The mean-free Gaussian prior (paper section 3.3, with the mean as centre).
 
 Densities in refimpl live on the ``(K - 1) D``-dimensional subspace of
 mean-free configurations, measured in orthonormal coordinates on it. In such

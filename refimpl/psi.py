@@ -1,6 +1,6 @@
 """Scalar functions ``psi(r, t)`` of a pair distance that drive the flow.
 
-The dynamics (seed eq. 3) move particle ``i`` along ``sum_j psi(r_ij, t)
+The dynamics (paper eq. 3, section 3.4) move particle ``i`` along ``sum_j psi(r_ij, t)
 (x_i - x_j)``; any C^2 function of the distance (and time) gives an
 equivariant field. This module defines how a psi family plugs into the Numba
 kernels, and ships two families.

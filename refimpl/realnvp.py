@@ -41,7 +41,7 @@ coordinates ``y_i = x_i - x_K`` relative to one particle. Consequences:
   squeezing the centre-of-mass directions. Such NLLs mix the fit on the
   subspace with that collapse and are not comparable with a subspace density
   (on uncentred data they also include ``D`` centre-of-mass dimensions).
-  The seed's negative nBG train NLL (-12.64 vs eqBG 5.91) is consistent
+  The paper's negative nBG train NLL (Table 1, -12.64 vs eqBG 5.91) is consistent
   with, though no proof of, such a collapse.
 * A non-orthonormal linear chart shifts every log-density by a constant:
   for ``y_i = x_i - x_K``, ``log q_y = log q_u - (D/2) log K`` (the Gram

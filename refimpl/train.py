@@ -7,7 +7,7 @@ functions of it that autograd can differentiate:
 for the baseline). A *potential* has ``energy(x)``, the reduced energy
 ``u(x) / T``, written in ``autograd.numpy``.
 
-Losses (DESIGN.md section 1):
+Losses (paper section 2; README, "The math"):
 
 * ML: ``-mean log q_X(x_data)``;
 * KL (reverse, energy-based): ``mean_z [u(F(z)) / T + log q_X(F(z))]``,

@@ -68,7 +68,7 @@ def test_divergence_equals_trace_of_exact_jacobian(k, d):
 
 
 def test_seed_equation_4_with_the_diagonal_is_off_by_d_k_psi0():
-    """DESIGN 1 erratum: including j = i in eq. 4 adds D K psi(0, t)."""
+    """The paper's eq. 4 erratum (README, "The math"): including j = i adds D K psi(0, t)."""
     psi, psi_fn = FAMILIES[0]
     x = np.random.default_rng(0).standard_normal((5, 3))
     t = 0.2
@@ -76,7 +76,7 @@ def test_seed_equation_4_with_the_diagonal_is_off_by_d_k_psi0():
     diff = x[:, None, :] - x[None, :, :]
     r = np.sqrt(np.sum(diff ** 2, axis=-1))
     value, slope = psi_fn(r, t)
-    literal = np.sum(slope * r + d * value)  # the seed's double sum, diagonal included
+    literal = np.sum(slope * r + d * value)  # the paper's double sum, diagonal included
     psi0 = psi_fn(np.zeros(1), t)[0][0]
     assert literal - refimpl.divergence(x, t, psi) == pytest.approx(d * k * psi0, rel=1e-10)
 

@@ -1,4 +1,4 @@
-"""Symmetry properties of refimpl's field, divergence and flow (seed theorems 1 and 2).
+"""Symmetry properties of refimpl's field, divergence and flow (paper theorems 1 and 2, sections 3.1-3.2).
 
 Written with the public ``refimpl.testing`` strategies and checkers, exactly
 as a user would test their own model, so that module is exercised on every
@@ -148,7 +148,7 @@ def test_psi_families_are_nontrivial(psi):
 
 
 # ---------------------------------------------------------------------------
-# The vector field g (seed eq. 3)
+# The vector field g (paper eq. 3)
 
 
 @PSIS
@@ -207,7 +207,7 @@ def test_vector_field_sums_to_zero_over_particles(psi, case, t):
 
 
 # ---------------------------------------------------------------------------
-# The divergence (seed eq. 4, diagonal excluded)
+# The divergence (paper eq. 4, diagonal excluded)
 
 
 @PSIS
@@ -228,7 +228,7 @@ def test_divergence_matches_central_difference_jacobian_trace(psi, case, t):
 
 
 # ---------------------------------------------------------------------------
-# The flow (seed theorems 1 and 2)
+# The flow (paper theorems 1 and 2)
 
 @PSIS
 @given(cases())
@@ -363,7 +363,7 @@ def test_checkers_catch_a_non_symmetric_pair_weight(example):
 def test_jacobian_check_catches_the_seed_divergence_with_the_diagonal_term(example):
     x, g = example
     k, d = x.shape[-2:]
-    spurious = d * k * RBF(np.zeros(1), T_EXAMPLE)[0]  # the j = i terms of the seed's eq. 4
+    spurious = d * k * RBF(np.zeros(1), T_EXAMPLE)[0]  # the j = i terms of the paper's eq. 4
     assert abs(spurious) > 1e3 * JACOBIAN_ATOL  # so the example is not vacuous
 
     def correct_div(y):

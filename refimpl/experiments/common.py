@@ -19,7 +19,7 @@ from ..train import Phase, train
 
 
 def system(settings):
-    """The paper's DW4 energy (seed defaults, ordered pairs)."""
+    """The paper's DW4 energy (section 4: ``DoubleWell``'s defaults, ordered pairs)."""
     return DoubleWell(settings.n_particles, settings.dim, temperature=settings.temperature)
 
 
