@@ -73,7 +73,7 @@ from numba import njit
 
 from ._validate import as_configurations, as_finite_float, as_float_array, check_range
 from .files import read_npz
-from .psi import PAIR2_SIG, PAIR_SIG, PAIR_VJP_SIG, PREPARE_SIG, PREPARE_VJP_SIG, Psi
+from .psi import Psi, family_function
 
 KERNEL_EPS = 1e-6    # bgflow's rbf_kernels: K_k = g_k / (KERNEL_EPS + sum_m g_m)
 DISTANCE_EPS = 1e-6  # bgflow's distances_from_vectors: d = sqrt(r^2 + DISTANCE_EPS)
@@ -96,7 +96,7 @@ def _offsets(n_k, n_s):
     return mu, mu + n_k, mu + 2 * n_k, mu + 2 * n_k + n_s, im, im + n_k, im + n_k + n_k * n_s
 
 
-@njit(PREPARE_SIG, cache=True)
+@family_function("prepare")
 def _prepare(theta, t, ctx):
     n_k, n_s = int(theta[0]), int(theta[1])
     mu, lg, mt, lt, im, w0, b0 = _offsets(n_k, n_s)
@@ -134,7 +134,7 @@ def _time_bar(theta, ctx, ctx_bar, s):
     return acc
 
 
-@njit(PREPARE_VJP_SIG, cache=True)
+@family_function("prepare_vjp")
 def _prepare_vjp(theta, t, ctx, ctx_bar, theta_bar):
     n_k, n_s = int(theta[0]), int(theta[1])
     mu, lg, mt, lt, im, w0, b0 = _offsets(n_k, n_s)
@@ -184,7 +184,7 @@ def _sums(theta, ctx, d):
     return s0, s1, s2, n0, n1, n2
 
 
-@njit(PAIR_SIG, cache=True)
+@family_function("pair")
 def _pair(theta, ctx, r):
     d = math.sqrt(r * r + DISTANCE_EPS)
     s0, s1, s2, n0, n1, n2 = _sums(theta, ctx, d)
@@ -193,7 +193,7 @@ def _pair(theta, ctx, r):
     return n0 / q + ctx[int(theta[0])], slope * (r / d)
 
 
-@njit(PAIR2_SIG, cache=True)
+@family_function("pair2")
 def _pair2(theta, ctx, r):
     d = math.sqrt(r * r + DISTANCE_EPS)
     s0, s1, s2, n0, n1, n2 = _sums(theta, ctx, d)
@@ -206,7 +206,7 @@ def _pair2(theta, ctx, r):
     return n0 / q + ctx[int(theta[0])], slope * rho, curv_r
 
 
-@njit(PAIR_VJP_SIG, cache=True)
+@family_function("pair_vjp")
 def _pair_vjp(theta, ctx, r, g_psi, g_dpsi, ctx_bar, theta_bar):
     n_k = int(theta[0])
     e0 = 2 * n_k + int(theta[1]) + 1

@@ -16,12 +16,12 @@ import numpy as np
 from numba import njit
 
 from ._validate import as_finite_float, as_float_array, as_generator, as_positive_int
-from .psi import PAIR2_SIG, PAIR_SIG, PAIR_VJP_SIG, PREPARE_SIG, PREPARE_VJP_SIG, Psi
+from .psi import Psi, family_function
 
 _HEADER = 2
 
 
-@njit(PREPARE_SIG, cache=True)
+@family_function("prepare")
 def _prepare(theta, t, ctx):
     hidden = int(theta[0])
     c0 = _HEADER + hidden
@@ -30,7 +30,7 @@ def _prepare(theta, t, ctx):
         ctx[h] = theta[c0 + h] * t + theta[b0 + h]
 
 
-@njit(PREPARE_VJP_SIG, cache=True)
+@family_function("prepare_vjp")
 def _prepare_vjp(theta, t, ctx, ctx_bar, theta_bar):
     hidden = int(theta[0])
     c0 = _HEADER + hidden
@@ -40,7 +40,7 @@ def _prepare_vjp(theta, t, ctx, ctx_bar, theta_bar):
         theta_bar[b0 + h] += ctx_bar[h]
 
 
-@njit(PAIR_SIG, cache=True)
+@family_function("pair")
 def _pair(theta, ctx, r):
     hidden = int(theta[0])
     v0 = _HEADER + 3 * hidden
@@ -54,7 +54,7 @@ def _pair(theta, ctx, r):
     return value, slope
 
 
-@njit(PAIR2_SIG, cache=True)
+@family_function("pair2")
 def _pair2(theta, ctx, r):
     hidden = int(theta[0])
     v0 = _HEADER + 3 * hidden
@@ -72,7 +72,7 @@ def _pair2(theta, ctx, r):
     return value, slope, curvature
 
 
-@njit(PAIR_VJP_SIG, cache=True)
+@family_function("pair_vjp")
 def _pair_vjp(theta, ctx, r, g_psi, g_dpsi, ctx_bar, theta_bar):
     hidden = int(theta[0])
     v0 = _HEADER + 3 * hidden

@@ -68,8 +68,7 @@ PAIR_VJP_TYPE = types.FunctionType(PAIR_VJP_SIG)
 PREPARE_VJP_TYPE = types.FunctionType(PREPARE_VJP_SIG)
 
 
-@njit(types.void(PREPARE_TYPE, PAIR_TYPE, _vec, types.int64, _vec, types.float64, _vec, _vec),
-      cache=True)
+@njit(cache=True)
 def _psi_values(prepare, pair, theta, ctx_size, r, t, out_psi, out_dpsi):
     ctx = np.empty(max(ctx_size, 1))
     prepare(theta, t, ctx)
@@ -101,8 +100,8 @@ class Psi:
         out_psi = np.empty_like(flat)
         out_dpsi = np.empty_like(flat)
         check_psi(self)
-        _psi_values(self.prepare, self.pair, self.theta, int(self.ctx_size), flat, t,
-                    out_psi, out_dpsi)
+        _psi_values(compiled(self, "prepare"), compiled(self, "pair"), self.theta,
+                    int(self.ctx_size), flat, t, out_psi, out_dpsi)
         return out_psi.reshape(r.shape), out_dpsi.reshape(r.shape)
 
     def __call__(self, r, t):
@@ -167,6 +166,18 @@ _SIGNATURES = {"prepare": PREPARE_SIG, "pair": PAIR_SIG, "pair2": PAIR2_SIG,
                "pair_vjp": PAIR_VJP_SIG, "prepare_vjp": PREPARE_VJP_SIG}
 
 
+def family_function(member):
+    """``@njit(<MEMBER>_SIG, cache=True)`` for the built-in families, compiled
+    (or loaded from Numba's cache) when ``check_psi`` first meets it instead
+    of at import: importing refimpl then compiles no family, and a forward
+    solve compiles no gradient functions."""
+    def wrap(fn):
+        dispatcher = njit(cache=True)(fn)
+        dispatcher._psi_signature = _SIGNATURES[member]
+        return dispatcher
+    return wrap
+
+
 def _members(gradients):
     return ["prepare", "pair"] + (["pair2", "pair_vjp", "prepare_vjp"] if gradients else [])
 
@@ -219,6 +230,9 @@ def _check_psi(psi, gradients):
     for attr in members:
         fn = getattr(psi, attr)
         sig = _SIGNATURES[attr]
+        if isinstance(fn, CPUDispatcher) and getattr(fn, "_psi_signature", None) is sig \
+                and sig.args not in [tuple(s) for s in fn.signatures]:
+            fn.compile(sig.args)  # a family_function met for the first time
         if not isinstance(fn, CPUDispatcher) or sig.args not in [tuple(s) for s in fn.signatures]:
             raise TypeError(f"psi.{attr} must be a Numba function compiled with "
                             f"refimpl.psi.{attr.upper()}_SIG, i.e. @njit({attr.upper()}_SIG)")

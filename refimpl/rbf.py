@@ -18,7 +18,7 @@ from numba import njit
 
 from ._validate import (as_finite_float, as_float_array, as_positive_float, as_positive_int,
                         check_range)
-from .psi import PAIR2_SIG, PAIR_SIG, PAIR_VJP_SIG, PREPARE_SIG, PREPARE_VJP_SIG, Psi
+from .psi import Psi, family_function
 
 _HEADER = 5
 
@@ -40,14 +40,14 @@ def coefficients(theta, t, b, c):
         c[k] = acc
 
 
-@njit(PREPARE_SIG, cache=True)
+@family_function("prepare")
 def _prepare(theta, t, ctx):
     n_r = int(theta[0])
     n_t = int(theta[1])
     coefficients(theta, t, ctx[n_r: n_r + n_t], ctx[:n_r])
 
 
-@njit(PREPARE_VJP_SIG, cache=True)
+@family_function("prepare_vjp")
 def _prepare_vjp(theta, t, ctx, ctx_bar, theta_bar):
     n_r = int(theta[0])
     n_t = int(theta[1])
@@ -125,7 +125,7 @@ def _gaussians_in_ctx(theta, ctx, r):
     return lo, hi, e, theta[_HEADER: _HEADER + n_r], theta[2]
 
 
-@njit(PAIR_SIG, cache=True)
+@family_function("pair")
 def _pair(theta, ctx, r):
     lo, hi, e, mu, gamma = _gaussians_in_ctx(theta, ctx, r)
     value = 0.0
@@ -137,7 +137,7 @@ def _pair(theta, ctx, r):
     return value, slope
 
 
-@njit(PAIR2_SIG, cache=True)
+@family_function("pair2")
 def _pair2(theta, ctx, r):
     lo, hi, e, mu, gamma = _gaussians_in_ctx(theta, ctx, r)
     value = 0.0
@@ -152,7 +152,7 @@ def _pair2(theta, ctx, r):
     return value, slope, curvature
 
 
-@njit(PAIR_VJP_SIG, cache=True)
+@family_function("pair_vjp")
 def _pair_vjp(theta, ctx, r, g_psi, g_dpsi, ctx_bar, theta_bar):
     lo, hi, e, mu, gamma = _gaussians_in_ctx(theta, ctx, r)
     for k in range(lo, hi + 1):
