@@ -15,7 +15,10 @@ the fix. The mistakes (README "Verify your implementation"):
 * gradients with the wrong sign;
 * the flow over ``[0, 1]`` instead of the case's ``[t0, t1]``;
 * a regularized distance ``sqrt(r^2 + eps)`` (visible at the near-coincident pair);
-* float32 arithmetic (direct quantities deviating by the size of float32 rounding);
+* float32 arithmetic (direct quantities deviating from the reference no more than
+  refimpl's own float32 evaluation of the formula does, within a factor
+  ``FLOAT32_FACTOR``; a formula error of that size is indistinguishable and
+  the message says so);
 * bgflow's own approximate divergence (expected from bgflow, not a mistake).
 """
 
@@ -29,6 +32,11 @@ from .flow import EquivariantFlow
 from .verify import allowed_deviation, case_spec, deviation
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
+# A float32 implementation's rounding differs from refimpl's float32 evaluation
+# by its own order of operations: allow this factor on the deviation of the
+# latter (README: 1x for the NumPy example in float32; a relative error of 1e-5
+# in a parameter gives 8x to 18x on the small set).
+FLOAT32_FACTOR = 4.0
 # Regularizations tried for the "regularized distance" mistake.
 DISTANCE_EPSILONS = (1e-12, 1e-10, 1e-8, 1e-6, 1e-4)
 
@@ -87,12 +95,18 @@ class _Context:
                                            quantities=[q])[q]
         return self._get(("recomputed", cid, q, variant), make)
 
-    def regularized(self, cid, eps):
+    def regularized(self, cid, eps, dtype=np.float64):
         def make():
-            return {q: np.asarray(v, dtype=np.float64) for q, v in vectors.direct_quantities(
-                case_spec(self.golden, cid), np.float64, eps, self.golden["energy"],
-                self.golden["lennard_jones"]).items()}
-        return self._get(("regularized", cid, eps), make)
+            with np.errstate(over="ignore", invalid="ignore"):  # float32 LJ at a close pair
+                out = vectors.direct_quantities(case_spec(self.golden, cid), dtype, eps,
+                                                self.golden["energy"],
+                                                self.golden["lennard_jones"])
+            return {q: np.asarray(v, dtype=np.float64) for q, v in out.items()}
+        return self._get(("regularized", cid, eps, np.dtype(dtype).name), make)
+
+    def float32(self, cid):
+        """The direct quantities evaluated in float32 (refimpl's formulas, inputs rounded)."""
+        return self.regularized(cid, 0.0, np.float32)
 
 
 def _kl_potential(ctx, cid):
@@ -232,19 +246,33 @@ def _has_close_pair(case):
 
 
 def _float32(ctx, result):
-    """Deviations of the size of float32 rounding in every case without a close pair
-    (there float32 loses more: the difference of two close coordinates)."""
+    """float32 rounding: in every case without a close pair (there float32 loses more,
+    the difference of two close coordinates), the outputs deviate from the reference by
+    at least float32 rounding and at most FLOAT32_FACTOR times as much as refimpl's own
+    float32 evaluation of the formula does. Solved quantities have no float32
+    evaluation here, so they are never diagnosed as float32."""
     q = result.quantity
     if q not in vectors.DIRECT_QUANTITIES:
         return None  # a solve's deviation of that size more likely means a loose tolerance
-    rel = [deviation(ctx.outputs[cid][q], case["reference"][q])
-           / max(float(np.max(np.abs(case["reference"][q]))), np.finfo(float).tiny)
-           for cid, case in ctx.golden["cases"].items() if not _has_close_pair(case)]
-    if not rel or not all(FLOAT32_EPS / 10 <= r <= 1e3 * FLOAT32_EPS for r in rel):
+    ratios, rel = [], []
+    for cid, case in ctx.golden["cases"].items():
+        single = ctx.float32(cid)[q]
+        if _has_close_pair(case) or not np.all(np.isfinite(single)):
+            continue
+        ref = case["reference"][q]
+        scale = max(float(np.max(np.abs(ref))), np.finfo(float).tiny)
+        ours = deviation(ctx.outputs[cid][q], ref)
+        rounding = max(deviation(single, ref), FLOAT32_EPS * scale)  # float32's own error
+        if ours < FLOAT32_EPS / 10 * scale:
+            return None  # far below float32 rounding: something else
+        ratios.append(ours / rounding)
+        rel.append(ours / scale)
+    if not ratios or max(ratios) > FLOAT32_FACTOR:
         return None
     return (f"deviations of {min(rel):.1e} to {max(rel):.1e} relative (away from close pairs), "
-            f"the size of float32 rounding (eps = {FLOAT32_EPS:.1e}): compute in float64 "
-            "(e.g. a float64 copy of the model)")
+            f"at most {max(ratios):.1f} x those of refimpl's own float32 evaluation: float32 "
+            "rounding (or a formula error no larger than it). Compute in float64 (e.g. a "
+            "float64 copy of the model)")
 
 
 def diagnose(golden, outputs, result):

@@ -14,8 +14,10 @@ Quantities: the field and its divergence, the flow (end points, log-dets,
 log-density), the DoubleWell and Lennard-Jones energies and forces, and for
 training the ML and KL losses on fixed batches (``refimpl.train``'s losses)
 with their gradients per named parameter of the formula (``named_gradient``).
-A digest of every part of the file (``digest_parts``) lets ``verify`` refuse
-an edited golden file.
+A digest of every part of the file (``digest_parts``, unkeyed SHA-256) lets
+``verify`` refuse a golden file edited by accident or carelessly; it does not
+stop a deliberate edit (the digest can be recomputed), which the threshold cap
+in ``refimpl.verify`` bounds.
 
 Every psi family registered in ``refimpl.families.FAMILIES`` gets the same
 set of cases (``SMALL`` or ``FULL`` geometries); a new family needs only its

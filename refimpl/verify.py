@@ -29,9 +29,11 @@ failing quantity is checked against the known convention errors
 
 Golden files are trusted input: ``refimpl vectors`` writes a digest of every
 part, and a golden file whose digest no longer matches is refused, naming
-the part, unless ``allow_edited=True`` (``--allow-edited-golden``). The schema
-and the thresholds (positive, finite, at most ``MAX_THRESHOLD``) are checked
-either way.
+the part, unless ``allow_edited=True`` (``--allow-edited-golden``). The digest
+is an unkeyed SHA-256: it detects accidental or careless edits, not a
+deliberate edit with a recomputed digest. The schema and the thresholds
+(positive, finite, at most ``MAX_THRESHOLD``) are checked either way; that cap
+is what bounds a deliberate edit.
 
 ``verify`` returns the exit code: 0 if every provided quantity is within its
 threshold in every case, 1 if any is not, 2 for a bad, edited or mismatched

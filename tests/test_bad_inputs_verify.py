@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refimpl.cli import main
+from refimpl.vectors import digest_parts
 from refimpl.verify import MAX_THRESHOLD, VectorsFileError, check_implementation, load_golden
+
+from cli_helpers import run_cli, write_json
 
 GOLDEN_SMALL = Path(__file__).parent / "data" / "golden_small.json"
 
@@ -39,17 +41,6 @@ def garbage(raw):
     return {"cases": out}
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def write(path, data):
-    path.write_text(json.dumps(data))
-    return path
-
-
 def _set(path):
     """An edit setting the entry at ``path`` (keys separated by '/') of the raw golden file."""
     *parents, last = path.split("/")
@@ -59,6 +50,13 @@ def _set(path):
             g = g[key]
         g[last] = value
     return edit
+
+
+def _edited(tmp_path, raw, edit):
+    """The raw golden file changed by ``edit``, and its path written in ``tmp_path``."""
+    bad = copy.deepcopy(raw)
+    edit(bad)
+    return bad, write_json(tmp_path / "g.json", bad)
 
 
 THRESHOLD_EDITS = [  # (where, value): never accepted, override or not
@@ -78,9 +76,9 @@ def test_bad_thresholds_are_refused_even_with_the_override(tmp_path, capsys, raw
     text = json.dumps(bad).replace("Infinity", "1e999")  # JSON has no inf: 1e999 parses as inf
     path = tmp_path / "g.json"
     path.write_text(text)
-    theirs = write(tmp_path / "t.json", garbage)
+    theirs = write_json(tmp_path / "t.json", garbage)
     for extra in ([], ["--allow-edited-golden"]):
-        code, out, err = run(capsys, "verify", path, theirs, *extra)
+        code, out, err = run_cli(capsys, "verify", path, theirs, *extra)
         assert code == 2 and out == "", (extra, out)
         assert "thresholds." + where.split("/")[1] in err, err
         assert "Traceback" not in err
@@ -108,22 +106,20 @@ EDITS = [  # (label, edit of the raw golden file, the part the message must name
 @pytest.mark.parametrize("label", [e[0] for e in EDITS])
 def test_edited_golden_files_are_refused_naming_the_part(tmp_path, capsys, raw, garbage, label):
     _, edit, part = next(e for e in EDITS if e[0] == label)
-    bad = copy.deepcopy(raw)
-    edit(bad)
-    path = write(tmp_path / "g.json", bad)
+    bad, path = _edited(tmp_path, raw, edit)
     theirs = copy.deepcopy(garbage)
     if "extra" in bad["cases"]:
         theirs["cases"]["extra"] = theirs["cases"]["rbf_k4_d2"]
     theirs["cases"] = {cid: v for cid, v in theirs["cases"].items() if cid in bad["cases"]}
-    theirs = write(tmp_path / "t.json", theirs)
-    code, out, err = run(capsys, "verify", path, theirs)
+    theirs = write_json(tmp_path / "t.json", theirs)
+    code, out, err = run_cli(capsys, "verify", path, theirs)
     assert code == 2 and out == ""
     assert "was edited after refimpl vectors wrote it" in err and part in err, err
     assert "--allow-edited-golden" in err
     with pytest.raises(VectorsFileError, match="edited"):
         load_golden(path)
     # with the override the file is used, the report says so, and garbage still fails
-    code, out, err = run(capsys, "verify", path, theirs, "--allow-edited-golden")
+    code, out, err = run_cli(capsys, "verify", path, theirs, "--allow-edited-golden")
     assert code == 1, err
     assert "WARNING: golden file edited" in out and part.split(" ")[0] in out
 
@@ -132,7 +128,7 @@ def test_the_override_lets_a_deliberately_loosened_threshold_work(tmp_path, caps
     """The override exists for this: a verifier of a float32 model loosens a threshold."""
     loose = copy.deepcopy(raw)
     loose["thresholds"]["field"].update(rtol=1e-5, atol=1e-5)
-    path = write(tmp_path / "g.json", loose)
+    path = write_json(tmp_path / "g.json", loose)
     golden = load_golden(path, allow_edited=True)
     assert golden["edited"] == ["thresholds"]
 
@@ -142,6 +138,22 @@ def test_the_override_lets_a_deliberately_loosened_threshold_work(tmp_path, caps
     assert check_implementation(golden, float32_field).passed
     with pytest.raises(VectorsFileError, match="thresholds"):
         check_implementation(path, float32_field)
+
+
+def test_the_digest_does_not_stop_a_deliberate_edit_the_threshold_cap_does(tmp_path, capsys,
+                                                                            raw, garbage):
+    """The digest is unkeyed (README "Errors and guarantees"): an edit with a recomputed
+    digest loads as unedited. What bounds it is the cap on thresholds."""
+    def loosen(value):
+        def edit(g):
+            _set("thresholds/field/rtol")(g, value)
+            g["digest"]["parts"] = digest_parts(g)
+        return edit
+    _, path = _edited(tmp_path, raw, loosen(MAX_THRESHOLD))
+    assert load_golden(path)["edited"] == []
+    _, path = _edited(tmp_path, raw, loosen(10 * MAX_THRESHOLD))
+    code, _, err = run_cli(capsys, "verify", path, write_json(tmp_path / "t.json", garbage))
+    assert code == 2 and f"thresholds.field.rtol = {10 * MAX_THRESHOLD!r}" in err, err
 
 
 SCHEMA_EDITS = [  # (label, edit, words) refused even with the override
@@ -171,11 +183,9 @@ SCHEMA_EDITS = [  # (label, edit, words) refused even with the override
 @pytest.mark.parametrize("label", [e[0] for e in SCHEMA_EDITS])
 def test_schema_errors_are_refused_even_with_the_override(tmp_path, capsys, raw, garbage, label):
     _, edit, words = next(e for e in SCHEMA_EDITS if e[0] == label)
-    bad = copy.deepcopy(raw)
-    edit(bad)
-    path = write(tmp_path / "g.json", bad)
-    code, out, err = run(capsys, "verify", path, write(tmp_path / "t.json", garbage),
-                         "--allow-edited-golden")
+    _, path = _edited(tmp_path, raw, edit)
+    code, out, err = run_cli(capsys, "verify", path, write_json(tmp_path / "t.json", garbage),
+                             "--allow-edited-golden")
     assert code == 2 and words in err, err
     assert "Traceback" not in err
 
@@ -183,9 +193,9 @@ def test_schema_errors_are_refused_even_with_the_override(tmp_path, capsys, raw,
 def test_deeply_nested_json_is_refused_not_a_recursion_error(tmp_path, capsys, garbage):
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000)
-    ok = write(tmp_path / "t.json", garbage)
+    ok = write_json(tmp_path / "t.json", garbage)
     for golden, theirs in ((deep, ok), (GOLDEN_SMALL, deep)):
-        code, out, err = run(capsys, "verify", golden, theirs)
+        code, out, err = run_cli(capsys, "verify", golden, theirs)
         assert code == 2 and "nested" in err and str(deep) in err, err
 
 
@@ -200,7 +210,7 @@ def test_npz_claiming_a_huge_array_is_refused_before_allocating(tmp_path, capsys
     np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False,
                                                "shape": (10**12,)})
     path = _npz_with_member(tmp_path / "t.npz", "rbf_k4_d2/field", buf.getvalue())
-    code, out, err = run(capsys, "verify", GOLDEN_SMALL, path)
+    code, out, err = run_cli(capsys, "verify", GOLDEN_SMALL, path)
     assert code == 2 and "rbf_k4_d2/field" in err and "claims" in err, err
 
 
@@ -211,7 +221,7 @@ def test_npz_claiming_a_huge_array_is_refused_before_allocating(tmp_path, capsys
 def test_npz_with_non_numeric_arrays_is_refused(tmp_path, capsys, payload, words):
     path = tmp_path / "t.npz"
     np.savez(path, **{"rbf_k4_d2/field": payload})
-    code, _, err = run(capsys, "verify", GOLDEN_SMALL, path)
+    code, _, err = run_cli(capsys, "verify", GOLDEN_SMALL, path)
     assert code == 2 and "rbf_k4_d2/field" in err and words in err, err
 
 
@@ -222,7 +232,7 @@ def test_npz_with_non_numeric_arrays_is_refused(tmp_path, capsys, payload, words
 def test_npz_member_names_are_checked(tmp_path, capsys, name, words):
     path = tmp_path / "t.npz"
     np.savez(path, **{name: np.zeros(3)})
-    code, _, err = run(capsys, "verify", GOLDEN_SMALL, path)
+    code, _, err = run_cli(capsys, "verify", GOLDEN_SMALL, path)
     assert code == 2 and words in err, err
 
 
@@ -235,11 +245,11 @@ def test_npz_member_names_are_checked(tmp_path, capsys, name, words):
 def test_malformed_gradients_are_refused(tmp_path, capsys, garbage, value, words):
     bad = copy.deepcopy(garbage)
     bad["cases"]["rbf_k4_d2"]["ml_grad"] = value
-    code, _, err = run(capsys, "verify", GOLDEN_SMALL, write(tmp_path / "t.json", bad))
+    code, _, err = run_cli(capsys, "verify", GOLDEN_SMALL, write_json(tmp_path / "t.json", bad))
     assert code == 2 and "'rbf_k4_d2'" in err and "'ml_grad'" in err and words in err, err
 
 
 def test_garbage_fails_every_quantity(tmp_path, capsys, garbage):
-    code, out, _ = run(capsys, "verify", GOLDEN_SMALL, write(tmp_path / "t.json", garbage))
+    code, out, _ = run_cli(capsys, "verify", GOLDEN_SMALL, write_json(tmp_path / "t.json", garbage))
     assert code == 1
     assert "FAIL: " in out and "(0 of 15 quantities pass)" in out
