@@ -43,12 +43,13 @@ def helmert_basis(n_particles, dim):
     """
     k = as_positive_int(n_particles, "n_particles", minimum=2)
     d = as_positive_int(dim, "dim")
-    h = np.zeros((k - 1, k))
-    for j in range(1, k):
-        h[j - 1, :j] = 1.0
-        h[j - 1, j] = -float(j)
-        h[j - 1] /= np.sqrt(j * (j + 1.0))
-    return np.kron(h.T, np.eye(d))
+    with memory_for("n_particles", k):
+        h = np.zeros((k - 1, k))
+        for j in range(1, k):
+            h[j - 1, :j] = 1.0
+            h[j - 1, j] = -float(j)
+            h[j - 1] /= np.sqrt(j * (j + 1.0))
+        return np.kron(h.T, np.eye(d))
 
 
 class MeanFreeNormal:

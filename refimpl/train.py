@@ -33,7 +33,8 @@ import autograd.numpy as anp
 import numpy as np
 
 from ._validate import (as_configurations, as_finite_float, as_float_array, as_positive_float,
-                        as_positive_int)
+                        as_positive_int, memory_for)
+from ._engine import SolverError
 from ._version import __version__
 from .files import FileFormatError, read_npz, save_npz
 
@@ -170,7 +171,10 @@ def train(model, params=None, *, data=None, potential=None, schedule, batch_size
     if any(p.w_ml > 0 for p in phases):
         if data is None:
             raise ValueError("a phase with w_ml > 0 needs data")
-        data = as_configurations(data, "data")
+        # refimpl's own models take mean-free configurations only: say so naming data
+        # (a user's model may take any)
+        data = as_configurations(data, "data",
+                                 mean_free=type(model).__module__.startswith("refimpl."))
         if data.ndim != 3 or data.shape[0] == 0:
             raise ValueError(f"data must be a non-empty batch of configurations (N, K, D), "
                              f"got shape {data.shape}")
@@ -222,8 +226,16 @@ def train(model, params=None, *, data=None, potential=None, schedule, batch_size
             phase = _phase_at(phases, state.step)
             batch = None
             if phase.w_ml > 0:
-                batch = data[state.rng.integers(0, data.shape[0], batch_size)]
-            value, grad = gradient(state.params, (phase.w_ml, phase.w_kl), batch, state.rng)
+                with memory_for("batch_size", batch_size):
+                    batch = data[state.rng.integers(0, data.shape[0], batch_size)]
+            big = ("kl_batch_size" if phase.w_kl > 0 and kl_batch_size > batch_size
+                   else "batch_size")
+            try:
+                with memory_for(big, kl_batch_size if big == "kl_batch_size" else batch_size):
+                    value, grad = gradient(state.params, (phase.w_ml, phase.w_kl), batch,
+                                           state.rng)
+            except SolverError as exc:
+                raise _diverged(exc, state.step) from exc
             if not np.all(np.isfinite(grad)) or not np.isfinite(value):
                 raise FloatingPointError(_non_finite_message(state.step, phase, parts))
             state.params = state.adam.step(state.params, grad, phase.learning_rate)
@@ -334,6 +346,17 @@ def _non_finite_message(step, phase, parts):
         cause = "the losses are finite but their gradient is not; lower learning_rate"
     return (f"non-finite loss or gradient at step {step} (ML = {ml:.6g}, KL = {kl:.6g}): "
             f"{cause}")
+
+
+def _diverged(exc, step):
+    """The ``SolverError`` of a training step, naming the step and what to try."""
+    base = str(SolverError(exc.sample, exc.status, exc.t))
+    detail = str(exc)[len(base):] if str(exc).startswith(base) else ""
+    return SolverError(exc.sample, exc.status, exc.t,
+                       f"{detail}; at training step {step} the flow's ODE could not be solved "
+                       f"with the current parameters: the run has most likely diverged; lower "
+                       f"learning_rate, or pass energy_cut to bound the KL loss's energies",
+                       exc.stats)
 
 
 def _phase_at(phases, step):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from refimpl import (BgflowKernel, DoubleWell, EquivariantFlow, FlowModel, LennardJones,
-                     MeanFreeNormal, RBFKernel, RealNVP, TanhMLP, divergence,
+                     MeanFreeNormal, RBFKernel, RealNVP, SolverError, TanhMLP, divergence,
                      effective_sample_size, helmert_basis, load_model, log_weights,
                      metropolis_hastings, normalized_weights, remove_mean, reweighted_mean,
                      save_model, vector_field)
@@ -352,6 +352,14 @@ CASES = [
                                        schedule=[Phase(1)]), ValueError, ["params"]),
     ("train-params-string", lambda: train(MODEL, np.array(["a"]), data=X,
                                           schedule=[Phase(1)]), TypeError, ["params"]),
+    ("train-batch-size-huge", lambda: train(MODEL, data=X, schedule=[Phase(1)],
+                                            batch_size=10**12, log_every=0), ValueError,
+     ["batch_size", "memory"]),
+    ("train-data-not-mean-free", lambda: train(MODEL, data=_not_mean_free(),
+                                               schedule=[Phase(1)]), ValueError,
+     ["data", "mean-free"]),
+    ("helmert_basis-huge", lambda: helmert_basis(10**6, 3), ValueError,
+     ["n_particles", "memory"]),
     ("kl_loss-n-zero", lambda: kl_loss(NVP, NVP.params, DW, 0, 0), ValueError, ["n"]),
     ("ml_loss-model-array", lambda: __import__("refimpl.train").train.ml_loss(X, None, X),
      TypeError, ["model", "log_prob"]),
@@ -675,6 +683,20 @@ def test_a_non_finite_loss_names_its_cause(schedule, data, words):
               batch_size=3)
     for word in words:
         assert word in str(info.value), str(info.value)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the diverging run overflows on its way
+def test_a_diverged_solve_names_the_training_step_and_what_to_try():
+    model = FlowModel(EquivariantFlow(RBFKernel(0.02 * RNG.standard_normal((50, 10))),
+                                      n_particles=4, dim=2))
+    with pytest.raises(SolverError) as info:
+        train(model, data=X, schedule=[Phase(3, learning_rate=1e300)], log_every=0,
+              batch_size=3)
+    message = str(info.value)
+    for word in ["training step", "learning_rate", "energy_cut", "stopped at t"]:
+        assert word in message, message
+    assert isinstance(info.value.__cause__, SolverError)
+    assert info.value.sample == info.value.__cause__.sample
 
 
 def test_demo_runs_with_a_chosen_or_no_throughput_test(capsys):
