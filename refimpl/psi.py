@@ -48,10 +48,16 @@ Families: ``refimpl.rbf.RBFKernel``, ``refimpl.mlp.TanhMLP`` and
 ``refimpl.bgflow_kernel.BgflowKernel`` (bgflow's ``KernelDynamics``).
 """
 
+import weakref
+
 import numpy as np
 from numba import njit, types
 from numba.core.registry import CPUDispatcher
-from numba.experimental.function_type import _get_wrapper_address
+
+try:  # private to Numba (0.68 has it); see ``compiled`` for what happens without it
+    from numba.experimental.function_type import _get_wrapper_address
+except ImportError:  # pragma: no cover - depends on the installed Numba
+    _get_wrapper_address = None
 
 from ._validate import as_finite_float, as_float_array, as_positive_int
 
@@ -182,19 +188,43 @@ def _members(gradients):
     return ["prepare", "pair"] + (["pair2", "pair_vjp", "prepare_vjp"] if gradients else [])
 
 
+class _Same:
+    """Equal to another ``_Same`` holding the very same object (held alive)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __eq__(self, other):
+        return isinstance(other, _Same) and other.obj is self.obj
+
+    __hash__ = None
+
+
+def _overload(fn, attr):
+    """The compile result of dispatcher ``fn`` for member ``attr``'s argument
+    types (``None`` if there is none); ``recompile`` replaces it."""
+    overloads = getattr(fn, "overloads", None)
+    return overloads.get(_SIGNATURES[attr].args) if overloads is not None else None
+
+
 def _fingerprint(psi, gradients):
     """Everything ``check_psi`` looks at, or ``None`` if it cannot be captured.
 
     Two calls with equal fingerprints get the same verdict: the bytes, shape
     and layout of ``theta``, ``ctx_size`` (with its type), the member
-    functions themselves and, for gradients, ``trainable``.
+    functions themselves with their current machine code (``recompile``
+    replaces it) and, for gradients, ``trainable``.
     """
     theta = getattr(psi, "theta", None)
     if not isinstance(theta, np.ndarray):
         return None
     key = [gradients, theta.dtype.str, theta.shape, theta.flags.c_contiguous, theta.tobytes(),
            type(getattr(psi, "ctx_size", None)), getattr(psi, "ctx_size", None)]
-    key += [getattr(psi, attr, None) for attr in _members(gradients)]
+    for attr in _members(gradients):
+        fn = getattr(psi, attr, None)
+        key += [fn, _Same(_overload(fn, attr))]
     if gradients:
         idx = np.asarray(getattr(psi, "trainable", None))
         key += [idx.dtype.str, idx.shape, idx.tobytes()]
@@ -236,6 +266,11 @@ def _check_psi(psi, gradients):
         if not isinstance(fn, CPUDispatcher) or sig.args not in [tuple(s) for s in fn.signatures]:
             raise TypeError(f"psi.{attr} must be a Numba function compiled with "
                             f"refimpl.psi.{attr.upper()}_SIG, i.e. @njit({attr.upper()}_SIG)")
+        returns = fn.overloads[sig.args].signature.return_type
+        if returns != sig.return_type:
+            raise TypeError(f"psi.{attr} returns {returns}, but refimpl.psi.{attr.upper()}_SIG "
+                            f"requires {sig.return_type}: compile it with "
+                            f"@njit({attr.upper()}_SIG)")
     theta = psi.theta
     if not (isinstance(theta, np.ndarray) and theta.dtype == np.float64 and theta.ndim == 1
             and theta.flags.c_contiguous):
@@ -259,12 +294,14 @@ class _Compiled:
     ``FunctionType`` anew: about 35 us per function argument, more than a
     small kernel takes. This object carries both, computed once (Numba reads
     ``_numba_type_`` when typing an argument and ``__wrapper_address__`` when
-    passing it).
+    passing it). It holds the compile result ``overload`` whose machine code
+    the address points into, which keeps that code alive.
     """
 
-    def __init__(self, fn, sig):
+    def __init__(self, fn, sig, overload):
         self._numba_type_ = types.FunctionType(sig)
         self._sig = sig
+        self.overload = overload
         self._address = _get_wrapper_address(fn, sig)
 
     def __wrapper_address__(self):
@@ -274,17 +311,33 @@ class _Compiled:
         return self._sig
 
 
-_COMPILED = {}
+# dispatcher -> {member name: _Compiled}; weak, so that a psi function
+# nobody else holds (a family made in a loop) is not kept alive by the cache.
+_COMPILED = weakref.WeakKeyDictionary()
 
 
 def compiled(psi, attr):
     """``psi.<attr>`` (a member of the protocol) in the form the kernels take it.
 
     Call ``check_psi`` first: it makes sure the function was compiled with
-    its signature.
+    its signature. The handle is rebuilt whenever the dispatcher's compile
+    result for that signature is no longer the one it was made from (after
+    ``fn.recompile()``, say), so the kernels never call stale machine code.
+
+    The fast handle rests on Numba's private
+    ``numba.experimental.function_type._get_wrapper_address`` (present in
+    the Numba that refimpl pins); should a Numba upgrade remove it, the
+    dispatcher itself is returned, which the kernels accept as a first-class
+    function too (same results, about 35 us more per call and function).
     """
     fn = getattr(psi, attr)
-    handle = _COMPILED.get((fn, attr))
-    if handle is None:
-        handle = _COMPILED[(fn, attr)] = _Compiled(fn, _SIGNATURES[attr])
+    if _get_wrapper_address is None:
+        return fn
+    overload = _overload(fn, attr)
+    handles = _COMPILED.get(fn)
+    if handles is None:
+        handles = _COMPILED[fn] = {}
+    handle = handles.get(attr)
+    if handle is None or handle.overload is not overload:
+        handle = handles[attr] = _Compiled(fn, _SIGNATURES[attr], overload)
     return handle

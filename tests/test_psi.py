@@ -1,10 +1,12 @@
 """psi families against direct NumPy formulas, and the psi protocol itself."""
 
+import gc
 import math
+import weakref
 
 import numpy as np
 import pytest
-from numba import njit
+from numba import njit, types
 
 import refimpl
 from refimpl.psi import PAIR_SIG, PREPARE_SIG, Psi, check_psi
@@ -135,6 +137,62 @@ def test_protocol_violations_are_reported():
     psi.theta[0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         refimpl.divergence(np.ones((3, 2)), 0.0, psi)
+
+
+def test_a_member_with_the_wrong_return_type_is_refused_by_name():
+    scalar = njit(types.float64(PAIR_SIG.args[0], PAIR_SIG.args[1], types.float64))(
+        lambda theta, ctx, r: ctx[0] * r)
+
+    class ScalarPair(GaussianPsi):
+        pair = staticmethod(scalar)
+    with pytest.raises(TypeError, match=r"psi.pair returns float64.*PAIR_SIG"):
+        check_psi(ScalarPair(np.zeros(2)))
+    with pytest.raises(TypeError, match=r"psi.pair returns float64"):
+        refimpl.vector_field(np.zeros((2, 2)), 0.0, ScalarPair(np.zeros(2)))
+
+
+_SCALE = 1.0  # a global frozen into _scaled_pair when it compiles
+
+
+def test_recompiled_psi_functions_are_used_by_the_kernels():
+    """Numba's ``recompile`` (how a changed global is picked up) must reach
+    the kernels: they may not keep calling the old machine code."""
+    global _SCALE
+
+    @njit(PAIR_SIG)
+    def scaled_pair(theta, ctx, r):
+        return _SCALE * ctx[0], 0.0
+
+    class ScaledPsi(GaussianPsi):
+        pair = staticmethod(scaled_pair)
+    psi = ScaledPsi(np.array([0.7, 0.0]))
+    x = np.array([[0.0, 0.0], [1.0, 0.0]])
+    before = refimpl.vector_field(x, 0.0, psi)
+    np.testing.assert_allclose(before, [[-0.7, 0.0], [0.7, 0.0]], rtol=1e-15)
+    try:
+        _SCALE = 3.0
+        scaled_pair.recompile()
+        ctx = np.array([0.7])
+        assert scaled_pair(psi.theta, ctx, 1.0) == (pytest.approx(2.1, rel=1e-15), 0.0)
+        np.testing.assert_allclose(refimpl.vector_field(x, 0.0, psi), 3.0 * before, rtol=1e-15)
+        np.testing.assert_allclose(psi.values(np.array([1.0]), 0.0)[0], [2.1], rtol=1e-15)
+    finally:
+        _SCALE = 1.0
+
+
+def test_compiled_handles_do_not_keep_psi_functions_alive():
+    from refimpl.psi import compiled
+
+    def make():
+        class Local(GaussianPsi):
+            pair = staticmethod(njit(PAIR_SIG)(lambda theta, ctx, r: (ctx[0], 0.0)))
+        psi = Local(np.array([1.0, 0.0]))
+        check_psi(psi)
+        compiled(psi, "pair")
+        return weakref.ref(Local.pair)
+    ref = make()
+    gc.collect()
+    assert ref() is None
 
 
 @pytest.mark.parametrize("kwargs,error", [
