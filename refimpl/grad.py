@@ -52,12 +52,19 @@ class FlowModel:
         check_psi(flow.psi, gradients=True)
         self.flow = flow
 
+    def _check(self):
+        """``check_psi`` again: ``flow.psi.theta`` may have been edited in place
+        since ``__init__`` (about a microsecond when it was not)."""
+        check_psi(self.flow.psi, gradients=True)
+
     @property
     def params(self):
+        self._check()
         return self.flow.psi.theta[self.flow.psi.trainable].copy()
 
     def with_params(self, params):
         """A new ``EquivariantFlow`` with ``params`` in place (same settings)."""
+        self._check()
         f = self.flow
         return EquivariantFlow(f.psi.copy_with(theta_with(f.psi, getval(params))), f.t0, f.t1,
                                f.rtol, f.atol, f.max_steps, n_particles=f.n_particles, dim=f.dim)
@@ -68,11 +75,13 @@ class FlowModel:
         ``frozen=(times, n_steps)`` (from ``step_times``) replays a fixed
         step sequence instead of solving adaptively.
         """
+        self._check()
         x, logdet, stats, _ = self.flow._transport(params, z, frozen=frozen)
         return _values((x, logdet), stats, return_stats)
 
     def inverse(self, params, x, frozen=None, return_stats=False):
         """``(z, log|det dz/dx|)``, differentiable in ``params`` and ``x``."""
+        self._check()
         z, logdet, stats, _ = self.flow._transport(params, x, inverse=True, frozen=frozen)
         return _values((z, logdet), stats, return_stats)
 
@@ -85,21 +94,25 @@ class FlowModel:
         ``forward``/``inverse`` to evaluate the frozen-step map, whose exact
         derivative is what ``autograd`` returns for the adaptive solve.
         """
+        self._check()
         steps = self.flow._transport(getval(params), getval(x), inverse, record=True).steps
         return steps.times, steps.n_steps
 
     def log_prob(self, params, x, return_stats=False):
         """Normalized ``log q_X(x)`` of mean-free ``x (..., K, D)``."""
+        self._check()
         log_q, stats = self.flow._log_prob(params, x)
         return (log_q, stats) if return_stats else log_q
 
     def sample(self, params, n, rng, return_stats=False):
         """``n`` samples ``x (n, K, D)`` and their ``log q_X``, reparameterized."""
+        self._check()
         x, log_q, stats = self.flow._sample(params, n, rng)
         return _values((x, log_q), stats, return_stats)
 
     def push(self, params, z, return_stats=False):
         """``x = F(z)`` and ``log q_X(x)`` for given prior samples ``z``, differentiable
         in ``params`` (``EquivariantFlow.push``)."""
+        self._check()
         x, log_q, stats = self.flow._push(params, z)
         return _values((x, log_q), stats, return_stats)

@@ -280,6 +280,27 @@ def test_model_rejects_bad_inputs():
         FlowModel(refimpl.EquivariantFlow(psi))
 
 
+def test_model_checks_its_psi_on_every_call():
+    """``psi.theta`` edited in place after ``FlowModel(flow)`` (here the size
+    header, which would make the kernels read out of bounds) is refused by
+    every method with the layout error, as ``EquivariantFlow`` refuses it."""
+    flow = refimpl.EquivariantFlow(_rbf(), n_particles=3, dim=2)
+    model = FlowModel(flow)
+    params = model.params
+    x = refimpl.MeanFreeNormal(3, 2).sample(2, 0)
+    flow.psi.theta[0] = 5000.0
+    with pytest.raises(ValueError, match="layout"):
+        flow.log_prob(x)
+    calls = [lambda: model.log_prob(params, x), lambda: model.forward(params, x),
+             lambda: model.inverse(params, x), lambda: model.step_times(params, x),
+             lambda: model.sample(params, 2, np.random.default_rng(0)),
+             lambda: model.push(params, x), lambda: model.params,
+             lambda: model.with_params(params)]
+    for call in calls:
+        with pytest.raises(ValueError, match="layout"):
+            call()
+
+
 def test_with_params_builds_an_equivalent_flow():
     model = _model(_rbf(), 4, 2)
     p = model.params + 0.01
