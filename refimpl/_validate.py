@@ -164,8 +164,13 @@ def as_solver_rtol(v, name="rtol"):
     return v
 
 
-def as_positive_int(v, name, minimum=1):
-    """An integer (Python, NumPy or 0-d array) of at least ``minimum`` as ``int``."""
+# The solver counts steps in 64-bit integers; a larger bound overflows them (and in a model
+# file it is surely corruption). Used by EquivariantFlow and refimpl.io.
+MAX_STEPS_LIMIT = 2**62
+
+
+def as_positive_int(v, name, minimum=1, maximum=None):
+    """An integer (Python, NumPy or 0-d array) in ``[minimum, maximum]`` as ``int``."""
     if isinstance(v, np.ndarray) and v.ndim == 0 and v.dtype.kind in "iu":
         v = v[()]
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Integral, np.integer)):
@@ -173,6 +178,8 @@ def as_positive_int(v, name, minimum=1):
     v = int(v)
     if v < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {v}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {v}")
     return v
 
 

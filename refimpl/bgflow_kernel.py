@@ -318,7 +318,7 @@ class BgflowKernel(Psi):
         The file is read by ``refimpl.files.read_npz`` (no pickles, only the
         names in ``NPZ_NAMES``, float arrays); errors name the file and the array.
         """
-        arrays = read_npz(path, "bgflow kernel file (.npz)", required=NPZ_NAMES,
+        arrays = read_npz(path, "bgflow kernel file", required=NPZ_NAMES,
                           fields={name: "f" for name in NPZ_NAMES})
         try:
             return cls.from_arrays(optimize_d_gammas, optimize_t_gammas, **arrays)

@@ -91,6 +91,10 @@ def _reproduce(args):
     _require(args.seed >= 0, "--seed", args.seed, "a non-negative integer")
     try:
         reproduce(args.out, quick=args.quick, seed=args.seed, overwrite=args.overwrite)
+    except OSError as exc:  # reproduce writes and reads only inside --out: name the flag
+        if not exc.strerror:
+            raise
+        raise UsageError(f"--out {args.out}: {_describe(exc)}") from None
     except KeyboardInterrupt as exc:
         print("refimpl reproduce: interrupted; run the same command again to resume from the "
               "checkpoints", file=sys.stderr)

@@ -23,8 +23,8 @@ from autograd.tracer import getval, isbox
 
 from . import _engine
 from ._engine import SolverError, SolverStats
-from ._validate import (as_configurations, as_finite_float, as_generator, as_positive_float,
-                        as_positive_int, as_solver_rtol)
+from ._validate import (MAX_STEPS_LIMIT, as_configurations, as_finite_float, as_generator,
+                        as_positive_float, as_positive_int, as_solver_rtol)
 from .prior import MeanFreeNormal, standard_normal_log_prob
 from .psi import check_psi
 
@@ -92,7 +92,7 @@ class EquivariantFlow:
             raise ValueError(f"t0 and t1 must differ, both are {self.t0}")
         self.rtol = as_solver_rtol(rtol, "rtol")
         self.atol = as_positive_float(atol, "atol")
-        self.max_steps = as_positive_int(max_steps, "max_steps")
+        self.max_steps = as_positive_int(max_steps, "max_steps", maximum=MAX_STEPS_LIMIT)
         self.n_particles = None if n_particles is None else as_positive_int(
             n_particles, "n_particles", minimum=2)
         self.dim = None if dim is None else as_positive_int(dim, "dim")

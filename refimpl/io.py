@@ -27,6 +27,7 @@ naming the file and the field.
 
 import numpy as np
 
+from ._validate import MAX_STEPS_LIMIT
 from .families import FAMILIES
 from .files import FileFormatError, read_npz, save_npz
 from .flow import EquivariantFlow
@@ -44,8 +45,6 @@ _FIELDS = {
     "scale_clamp": "iuf", "params": "iuf", "potential_kind": "U", "potential_values": "iuf",
     "potential_pairs": "U", "potential_size": "iu",
 }
-# The solver counts steps in 64-bit integers; a larger bound is surely a corrupted file.
-MAX_STEPS_LIMIT = 2**62
 _POTENTIAL_FIELDS = {
     "DoubleWell": ("a", "b", "c", "d0", "temperature"),
     "LennardJones": ("epsilon", "r_m", "tether", "temperature"),

@@ -21,6 +21,9 @@ from ._validate import (as_finite_float, as_float_array, as_positive_float, as_p
 from .psi import Psi, family_function
 
 _HEADER = 5
+# n_distance and n_time are checked against this before their centres are allocated: a
+# kernel of more centres is a typo (1e5 centres already cost 1e5 exponentials per pair).
+MAX_CENTRES = 10**5
 
 
 @njit(cache=True)
@@ -248,10 +251,11 @@ class RBFKernel(Psi):
                  t_range=(0.0, 1.0), mu=None, nu=None, gamma=None, gamma_t=None):
         mu_name = "mu" if mu is not None else "r_max (the centres mu)"
         if mu is None:
-            n_distance = as_positive_int(n_distance, "n_distance", minimum=2)
+            n_distance = as_positive_int(n_distance, "n_distance", minimum=2,
+                                         maximum=MAX_CENTRES)
             mu = np.linspace(0.0, as_positive_float(r_max, "r_max"), n_distance)
         if nu is None:
-            n_time = as_positive_int(n_time, "n_time", minimum=1)
+            n_time = as_positive_int(n_time, "n_time", minimum=1, maximum=MAX_CENTRES)
             lo, hi = _interval(t_range, "t_range")
             if n_time > 1 and lo == hi:
                 raise ValueError(f"t_range = ({lo}, {hi}) is empty: {n_time} time centres "

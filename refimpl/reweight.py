@@ -8,7 +8,6 @@ summarized by Kish's effective sample size ``(sum w)^2 / sum w^2``.
 """
 
 import numpy as np
-from scipy.special import logsumexp
 
 from ._validate import as_float_array
 
@@ -43,7 +42,13 @@ def normalized_weights(log_w):
         raise ValueError("log_w contains +inf: an infinite weight cannot be normalized")
     if not np.any(np.isfinite(log_w)):
         raise ValueError("no sample has a finite weight")
-    return np.exp(log_w - logsumexp(log_w))
+    # Shift by the largest log-weight, then divide by the sum (>= 1): subtracting logsumexp
+    # instead loses log(n) to rounding once |log_w| >> 1 (log_w = [1e20, 1e20] gave weights
+    # [1, 1]). log_w - max <= 0, so where the subtraction overflows it goes to -inf, whose
+    # weight exp(-inf) = 0 is the exact underflow (e.g. log_w = [1e308, -1e308]).
+    with np.errstate(over="ignore"):
+        w = np.exp(log_w - np.max(log_w))
+    return w / np.sum(w)
 
 
 def effective_sample_size(log_w):

@@ -228,10 +228,11 @@ def train(model, params=None, *, data=None, potential=None, schedule, batch_size
             if phase.w_ml > 0:
                 with memory_for("batch_size", batch_size):
                     batch = data[state.rng.integers(0, data.shape[0], batch_size)]
-            big = ("kl_batch_size" if phase.w_kl > 0 and kl_batch_size > batch_size
-                   else "batch_size")
+            # a MemoryError in the step is blamed on the larger batch it uses
+            size = (("kl_batch_size", kl_batch_size)
+                    if phase.w_kl > 0 and kl_batch_size > batch_size else ("batch_size", batch_size))
             try:
-                with memory_for(big, kl_batch_size if big == "kl_batch_size" else batch_size):
+                with memory_for(*size):
                     value, grad = gradient(state.params, (phase.w_ml, phase.w_kl), batch,
                                            state.rng)
             except SolverError as exc:

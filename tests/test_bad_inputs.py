@@ -360,6 +360,16 @@ CASES = [
      ["data", "mean-free"]),
     ("helmert_basis-huge", lambda: helmert_basis(10**6, 3), ValueError,
      ["n_particles", "memory"]),
+    ("RBFKernel-n-distance-too-many", lambda: RBFKernel(n_distance=10**5 + 1), ValueError,
+     ["n_distance", "at most"]),
+    ("RBFKernel-n-time-too-many", lambda: RBFKernel(n_time=10**5 + 1), ValueError,
+     ["n_time", "at most"]),
+    ("EquivariantFlow-max-steps-2-63", lambda: EquivariantFlow(PSI, max_steps=2**63),
+     ValueError, ["max_steps", "at most"]),
+    ("EquivariantFlow-max-steps-1e30", lambda: EquivariantFlow(PSI, max_steps=10**30),
+     ValueError, ["max_steps", "at most"]),
+    ("from_npz-text-file", lambda: BgflowKernel.from_npz(__file__), FileFormatError,
+     [__file__, "not a bgflow kernel file (.npz): not a zip"]),
     ("kl_loss-n-zero", lambda: kl_loss(NVP, NVP.params, DW, 0, 0), ValueError, ["n"]),
     ("ml_loss-model-array", lambda: __import__("refimpl.train").train.ml_loss(X, None, X),
      TypeError, ["model", "log_prob"]),
@@ -574,6 +584,7 @@ CLI_CASES = [
     (["reproduce", "--bogus"], ["--bogus"]),
     (["vectors"], ["--out"]),
     (["verify", "only-one.json"], ["theirs"]),
+    (["reproduce", "--quick", "--out", "/proc/refimpl-never"], ["--out", "/proc/refimpl-never"]),
     (["nonsense"], ["nonsense"]),
 ]
 
@@ -697,6 +708,19 @@ def test_a_diverged_solve_names_the_training_step_and_what_to_try():
         assert word in message, message
     assert isinstance(info.value.__cause__, SolverError)
     assert info.value.sample == info.value.__cause__.sample
+
+
+def test_effective_sample_size_of_extreme_weights_warns_nothing():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # the second weight is exp(-2e308) relative to the first: exactly one sample counts
+        assert effective_sample_size([1e308, -1e308]) == 1.0
+        assert effective_sample_size([-1e308, 1e308, 1e308]) == 2.0
+    # equal weights count fully however large their logarithm (log n is not rounded away)
+    assert effective_sample_size([1e20, 1e20]) == 2.0
+    assert np.array_equal(normalized_weights([1e20, 1e20, -np.inf]), [0.5, 0.5, 0.0])
 
 
 def test_demo_runs_with_a_chosen_or_no_throughput_test(capsys):
