@@ -11,6 +11,7 @@ the end; file readers are in ``test_bad_inputs_files.py``.
 
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 
 from refimpl import (BgflowKernel, DoubleWell, EquivariantFlow, FlowModel, LennardJones,
                      MeanFreeNormal, RBFKernel, RealNVP, SolverError, TanhMLP, divergence,
@@ -59,24 +60,29 @@ def _coincident():
 NAN_X = X.copy()
 NAN_X[0, 1, 1] = np.nan
 
+# The public functions of a configuration batch x (K = 4, D = 2), by name: the bad
+# configurations below go to the first twelve, unusual layouts of X to ACCEPTED_FUNCTIONS.
+OF_X = {
+    "remove_mean": remove_mean,
+    "MeanFreeNormal.log_prob": MFN.log_prob,
+    "vector_field": lambda x: vector_field(x, 0.5, PSI),
+    "divergence": lambda x: divergence(x, 0.5, PSI),
+    "flow.forward": FLOW.forward,
+    "flow.log_prob": FLOW.log_prob,
+    "DoubleWell.energy": DW.energy,
+    "DoubleWell.force": DW.force,
+    "LennardJones.energy": LJ.energy,
+    "LennardJones.force": LJ.force,
+    "RealNVP.log_prob": lambda x: NVP.log_prob(NVP.params, x),
+    "FlowModel.log_prob": lambda x: MODEL.log_prob(MODEL.params, x),
+    "kernel energy (MCMC path)": lambda x: __import__("refimpl").potentials.kernel_energy(DW, x),
+}
+
 # (id, call, exception type, words the message must contain)
 CASES = [
     # ---- configurations: type, rank, size, finiteness, range (one row per entry point)
     *[(f"{name}-{label}", (lambda f=f, v=v: f(v)), exc, words)
-      for name, f in [
-          ("remove_mean", remove_mean),
-          ("MeanFreeNormal.log_prob", MFN.log_prob),
-          ("vector_field", lambda x: vector_field(x, 0.5, PSI)),
-          ("divergence", lambda x: divergence(x, 0.5, PSI)),
-          ("flow.forward", FLOW.forward),
-          ("flow.log_prob", FLOW.log_prob),
-          ("DoubleWell.energy", DW.energy),
-          ("DoubleWell.force", DW.force),
-          ("LennardJones.energy", LJ.energy),
-          ("LennardJones.force", LJ.force),
-          ("RealNVP.log_prob", lambda x: NVP.log_prob(NVP.params, x)),
-          ("FlowModel.log_prob", lambda x: MODEL.log_prob(MODEL.params, x)),
-      ]
+      for name, f in list(OF_X.items())[:12]
       for label, v, exc, words in [
           ("complex", X.astype(complex), TypeError, ["complex"]),
           ("string", X.astype(str), TypeError, ["string"]),
@@ -433,17 +439,10 @@ def _strided(a):
     return wide[..., ::2]
 
 
-ACCEPTED_FUNCTIONS = [
-    ("vector_field", lambda x: vector_field(x, 0.5, PSI)),
-    ("divergence", lambda x: divergence(x, 0.5, PSI)),
-    ("flow.log_prob", FLOW.log_prob),
-    ("DoubleWell.energy", DW.energy),
-    ("DoubleWell.force", DW.force),
-    ("LennardJones.force", LJ.force),
-    ("kernel energy (MCMC path)", lambda x: __import__("refimpl").potentials.kernel_energy(DW, x)),
-    ("MeanFreeNormal.log_prob", MFN.log_prob),
-    ("RealNVP.log_prob", lambda x: NVP.log_prob(NVP.params, x)),
-]
+ACCEPTED_FUNCTIONS = [(name, OF_X[name]) for name in [
+    "vector_field", "divergence", "flow.log_prob", "DoubleWell.energy", "DoubleWell.force",
+    "LennardJones.force", "kernel energy (MCMC path)", "MeanFreeNormal.log_prob",
+    "RealNVP.log_prob"]]
 
 
 @pytest.mark.parametrize("name, f", ACCEPTED_FUNCTIONS, ids=[c[0] for c in ACCEPTED_FUNCTIONS])
@@ -602,20 +601,15 @@ def test_cli_usage_errors_are_one_line_with_exit_2(capsys, argv, words):
         assert word in err
 
 
-def _cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    return code, capsys.readouterr().err
-
-
 def test_reproduce_refuses_a_file_and_foreign_folders_before_creating_anything(tmp_path,
                                                                                 capsys):
     (tmp_path / "a-file").write_text("x")
-    code, err = _cli(capsys, "reproduce", "--out", tmp_path / "a-file", "--quick")
+    code, _, err = run_cli(capsys, "reproduce", "--out", tmp_path / "a-file", "--quick")
     assert code == 2 and "is a file" in err and len(err.splitlines()) == 1
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    code, err = _cli(capsys, "reproduce", "--out", foreign, "--quick")
+    code, _, err = run_cli(capsys, "reproduce", "--out", foreign, "--quick")
     assert code == 2 and "--overwrite" in err and "another --out" in err
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
 
@@ -631,7 +625,7 @@ def test_reproduce_refuses_results_of_other_settings(tmp_path, capsys):
     full = {"settings": json.loads(json.dumps(dataclasses.asdict(Settings(seed=0)))),
             "quick": False}
     (out / RUN_MARKER).write_text(json.dumps(full))
-    code, err = _cli(capsys, "reproduce", "--out", out, "--quick")
+    code, _, err = run_cli(capsys, "reproduce", "--out", out, "--quick")
     assert code == 2
     assert "full, seed 0" in err and "quick, seed 0" in err and "--overwrite" in err
     assert sorted(p.name for p in out.iterdir()) == [RUN_MARKER]
@@ -640,14 +634,14 @@ def test_reproduce_refuses_results_of_other_settings(tmp_path, capsys):
              "quick": True}
     quick["settings"]["mcmc_steps"] += 1
     (out / RUN_MARKER).write_text(json.dumps(quick))
-    code, err = _cli(capsys, "reproduce", "--out", out, "--quick")
+    code, _, err = run_cli(capsys, "reproduce", "--out", out, "--quick")
     assert code == 2 and "settings differ in mcmc_steps" in err
 
 
 def test_verify_on_hostile_files_is_one_line_exit_2(tmp_path, capsys):
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000)
-    code, err = _cli(capsys, "verify", deep, deep)
+    code, _, err = run_cli(capsys, "verify", deep, deep)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
