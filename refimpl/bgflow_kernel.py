@@ -73,7 +73,7 @@ from numba import njit
 
 from ._validate import as_configurations, as_finite_float, as_float_array, check_range
 from .files import read_npz
-from .psi import Psi, family_function
+from .psi import MAX_PARAMETER, Psi, check_parameter, family_function
 
 KERNEL_EPS = 1e-6    # bgflow's rbf_kernels: K_k = g_k / (KERNEL_EPS + sum_m g_m)
 DISTANCE_EPS = 1e-6  # bgflow's distances_from_vectors: d = sqrt(r^2 + DISTANCE_EPS)
@@ -349,10 +349,16 @@ class BgflowKernel(Psi):
         return psi
 
     def check_ranges(self):
-        """``ValueError`` unless widths are at least ``MIN_WIDTH`` and centres within
-        ``MAX_COORDINATE`` (the constructors check this; ``from_theta`` does not)."""
+        """``ValueError`` unless widths are at least ``MIN_WIDTH``, centres within
+        ``MAX_COORDINATE`` (the constructors check these; ``from_theta`` does not),
+        and weights, bias and importance**2 at most ``refimpl.psi.MAX_PARAMETER``
+        (``check_psi`` calls this whenever a kernel is used)."""
         a = self.arrays()
         _check_ranges(a["mus"], a["neg_log_gammas"], a["mus_time"], a["neg_log_gammas_time"])
+        check_parameter(a["weights"], "weights")
+        check_parameter(a["bias"], "bias")
+        # importance enters squared
+        check_parameter(a["importance"], "importance", math.sqrt(MAX_PARAMETER))
 
     @property
     def shape(self):

@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit
 
 from ._validate import as_finite_float, as_float_array, as_generator, as_positive_int
-from .psi import Psi, family_function
+from .psi import Psi, check_parameter, family_function
 
 _HEADER = 2
 
@@ -134,6 +134,12 @@ class TanhMLP(Psi):
         if hidden < 1 or hidden != theta[0] or theta.size != _HEADER + 4 * hidden:
             raise ValueError(f"theta of length {theta.size} does not fit the TanhMLP layout")
         return cls(hidden, **_named_arrays(theta))
+
+    def check_ranges(self):
+        """``ValueError`` unless every parameter is at most
+        ``refimpl.psi.MAX_PARAMETER`` in size (``check_psi`` calls this)."""
+        for name, value in _named_arrays(self.theta).items():
+            check_parameter(value, name)
 
     @property
     def hidden(self):

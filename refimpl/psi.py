@@ -44,6 +44,10 @@ Gradients (``refimpl.grad``) need four more members:
     int64 indices of the entries of ``theta`` that are parameters (the
     rest, such as sizes and fixed centres, get no gradient).
 
+A family with ``from_theta`` may define ``check_ranges()``; ``check_psi``
+calls it whenever the psi is used (the built-in families bound their
+parameters by ``MAX_PARAMETER`` = 1e100, beyond which fields overflow).
+
 Families: ``refimpl.rbf.RBFKernel``, ``refimpl.mlp.TanhMLP`` and
 ``refimpl.bgflow_kernel.BgflowKernel`` (bgflow's ``KernelDynamics``).
 """
@@ -129,6 +133,28 @@ class Psi:
         return new
 
 
+# Largest size of a psi parameter (a weight, output bias, RBF width gamma, ...)
+# that check_psi accepts. Coordinates are within MAX_COORDINATE = 1e150, so
+# pair separations and distances are below ~1e151; a family whose psi and
+# r dpsi/dr are at most (number of terms) x 1e100 x O(1) then gives field
+# terms psi (x_i - x_j) below ~1e251 x (terms), leaving a factor ~1e57 for
+# the sums over terms and particles before float64 overflows (1.8e308). The
+# same 1e100 bounds 1/width^2 of BgflowKernel (MIN_WIDTH = 1e-50). Beyond it
+# (1e308, say) fields and divergences of finite input came out NaN or inf.
+MAX_PARAMETER = 1e100
+
+
+def check_parameter(values, name, limit=MAX_PARAMETER):
+    """``ValueError`` naming ``name`` if an entry of ``values`` exceeds ``limit``
+    in size (used by the families' ``check_ranges``, which ``check_psi`` calls)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size and np.max(np.abs(values)) > limit:
+        worst = float(values.flat[np.argmax(np.abs(values))])
+        raise ValueError(f"{name} is out of range: it holds {worst:.4g}, beyond "
+                         f"+-{limit:.0e}; psi parameters that large make the field overflow "
+                         "float64 (refimpl.psi.MAX_PARAMETER): rescale the parameters")
+
+
 # Written past ``ctx_size`` by the probe of ``_check_layout``; a family that
 # changes them writes out of bounds.
 _CANARY = -1.2345678901234567e300
@@ -142,7 +168,8 @@ def _check_layout(psi):
     A family with ``from_theta`` is rebuilt from its ``theta``: that checks
     the header and length, recomputes derived entries (which must equal the
     stored ones: an edited ``theta`` may not leave them stale) and gives the
-    ``ctx_size`` the kernels need. Other families are probed once per call:
+    ``ctx_size`` the kernels need, and its ``check_ranges`` (if any) bounds
+    the parameters (``MAX_PARAMETER``). Other families are probed once per call:
     ``prepare`` and ``pair`` run on a scratch array with guard values past
     ``ctx_size``, which must survive (reads out of bounds cannot be seen).
     """
@@ -159,6 +186,10 @@ def _check_layout(psi):
         if int(psi.ctx_size) < int(rebuilt.ctx_size):
             raise ValueError(f"psi.ctx_size = {psi.ctx_size} is smaller than the "
                              f"{rebuilt.ctx_size} that {type(psi).__name__} needs")
+        # from_theta skips the parameters' ranges (a theta vector may carry
+        # gradients); a psi that is used must be within them
+        if hasattr(rebuilt, "check_ranges"):
+            rebuilt.check_ranges()
         return
     ctx = np.full(int(psi.ctx_size) + _CANARY_SLOTS, _CANARY)
     psi.prepare(psi.theta, 0.0, ctx)

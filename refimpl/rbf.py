@@ -18,7 +18,7 @@ from numba import njit
 
 from ._validate import (as_finite_float, as_float_array, as_positive_float, as_positive_int,
                         check_range)
-from .psi import Psi, family_function
+from .psi import Psi, check_parameter, family_function
 
 _HEADER = 5
 # n_distance and n_time are checked against this before their centres are allocated: a
@@ -285,6 +285,14 @@ class RBFKernel(Psi):
         nu = theta[_HEADER + n_r: _HEADER + n_r + n_t]
         weights = theta[_HEADER + n_r + n_t:].reshape(n_r, n_t)
         return cls(weights, mu=mu, nu=nu, gamma=theta[2], gamma_t=theta[3])
+
+    def check_ranges(self):
+        """``ValueError`` unless ``gamma``, ``gamma_t`` and the weights are at
+        most ``refimpl.psi.MAX_PARAMETER`` (``check_psi`` calls this; the
+        constructor, used by ``from_theta`` for gradient vectors too, does not)."""
+        check_parameter(self.gamma, "gamma")
+        check_parameter(self.gamma_t, "gamma_t")
+        check_parameter(self.weights, "weights")
 
     @property
     def shape(self):

@@ -1,5 +1,9 @@
 """Finite in, finite out: every public numerical function, over 600 orders of magnitude.
 
+The psi families' parameters (weights, widths) are drawn over as many orders
+of magnitude too: a psi that is used must give finite fields or be refused
+naming the parameter that is out of range (``refimpl.psi.MAX_PARAMETER``).
+
 Hypothesis draws a mean-free configuration, scales it by ``10^e`` with ``e``
 anywhere in [-300, 300] (and times ``t`` alike), and calls each function.
 The result must be finite, or the call must raise one of the documented
@@ -14,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from refimpl.bgflow_kernel import _offsets
 from refimpl import (BgflowKernel, DoubleWell, EquivariantFlow, LennardJones, MeanFreeNormal,
                      RBFKernel, RealNVP, SolverError, TanhMLP, divergence,
                      effective_sample_size, log_weights, normalized_weights, remove_mean,
@@ -96,3 +101,54 @@ def test_finite_input_gives_finite_output_or_a_documented_error(name, inputs):
     flat = np.concatenate([np.ravel(np.asarray(r, dtype=float)) for r in
                            (result if isinstance(result, tuple) else (result,))])
     assert np.all(np.isfinite(flat)), f"{name} gave {flat} for |x| ~ {np.max(np.abs(x)):.3g}"
+
+
+def _magnitudes(draw, rng, size):
+    """``size`` standard normals times ``10^e``, ``e`` drawn in [-300, 300]."""
+    return rng.standard_normal(size) * 10.0 ** draw(st.integers(-300, 300))
+
+
+@st.composite
+def scaled_families(draw):
+    """A psi of each family with parameters scaled over 600 orders of magnitude."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    mag = lambda size: _magnitudes(draw, rng, size)  # noqa: E731
+    rbf = RBFKernel(mag((50, 10)), gamma=abs(mag(1)[0]) + 1e-300,
+                    gamma_t=abs(mag(1)[0]) + 1e-300)
+    mlp = TanhMLP(8, a=mag(8), c=mag(8), b=mag(8), v=mag(8), v0=mag(1)[0])
+    theta = FAMILIES["BgflowKernel"].theta.copy()
+    _, lg, mt, lt, im, w0, b0 = _offsets(7, 3)
+    theta[lg:mt] = draw(st.floats(-700.0, 700.0))  # neg_log_gammas: widths e^-700..e^700
+    theta[lt:im] = draw(st.floats(-700.0, 700.0))
+    theta[im:w0], theta[w0:b0], theta[b0:] = mag(7), mag(21), mag(3)
+    return {"RBFKernel": rbf, "TanhMLP": mlp, "BgflowKernel": BgflowKernel.from_theta(theta)}
+
+
+PSI_FUNCTIONS = {
+    "vector_field": lambda psi, x, t: vector_field(x, t, psi),
+    "divergence": lambda psi, x, t: divergence(x, t, psi),
+    "psi.values": lambda psi, x, t: psi.values(np.hypot(*np.moveaxis(x[:, 0] - x[:, 1], -1, 0)),
+                                               t),
+    "flow.log_prob": lambda psi, x, t: EquivariantFlow(psi, n_particles=4, dim=2,
+                                                       max_steps=200).log_prob(x[:1]),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("name", sorted(PSI_FUNCTIONS))
+@given(psis=scaled_families(), inputs=scaled_inputs())
+def test_finite_parameters_give_finite_output_or_name_the_parameter(family, name, psis, inputs):
+    x, t = inputs
+    psi = psis[family]
+    try:
+        with np.errstate(over="raise", invalid="raise"):  # else a silent inf or NaN
+            result = PSI_FUNCTIONS[name](psi, x, t)
+    except ValueError as exc:
+        assert any(word in str(exc) for word in ("out of range", "overflow", "coincide")), \
+            f"{name}: {exc}"
+        return
+    except SolverError:
+        return
+    flat = np.concatenate([np.ravel(np.asarray(r, dtype=float)) for r in
+                           (result if isinstance(result, tuple) else (result,))])
+    assert np.all(np.isfinite(flat)), f"{name}[{family}] gave {flat} for theta {psi.theta}"

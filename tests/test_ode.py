@@ -403,8 +403,16 @@ def test_non_finite_rhs_stops_with_not_finite_status(value, t_poison):
     assert 0.0 <= _stop_time(info.value) <= t_poison  # the last good state, before the poison
 
 
+class _UnboundedRBF(refimpl.RBFKernel):
+    """An RBFKernel without the MAX_PARAMETER bound on its weights, to drive the
+    solver's own overflow handling (check_psi refuses such weights otherwise)."""
+
+    def check_ranges(self):
+        pass
+
+
 def test_overflowing_psi_raises_solver_error_not_finite():
-    psi = refimpl.RBFKernel(np.full((50, 10), np.finfo(float).max))
+    psi = _UnboundedRBF(np.full((50, 10), np.finfo(float).max))
     z = Z_SCALE * np.random.default_rng(2).standard_normal((2, 4, 2))
     with pytest.raises(refimpl.SolverError) as info:
         refimpl.EquivariantFlow(psi).forward(z)
@@ -439,7 +447,7 @@ def test_huge_finite_rhs_is_integrated_like_scipy():
 def test_huge_finite_psi_is_integrated_like_scipy():
     # A finite field whose error norms overflow: scipy integrates it (its particles fly apart
     # beyond the RBF centres, where psi vanishes), so refimpl must too, with scipy's steps.
-    psi = refimpl.RBFKernel(np.full((50, 10), 1e150))
+    psi = _UnboundedRBF(np.full((50, 10), 1e150))
     z = Z_SCALE * np.random.default_rng(3).standard_normal((1, 4, 2))
     flow = refimpl.EquivariantFlow(psi, 0.0, 1.0, FLOW_RTOL, FLOW_ATOL)
     x, logdet = flow.forward(z)

@@ -258,3 +258,31 @@ def test_rbf_is_finite_at_astronomical_distances():
     psi = refimpl.RBFKernel(np.ones((50, 10)))
     value, slope = psi.values(np.array([2e18, 1e300]), 0.5)
     assert np.all(value == 0.0) and np.all(slope == 0.0)
+
+
+def test_parameters_beyond_max_parameter_are_refused_by_name_when_used():
+    """Reviewer's cases (NaN or inf before): huge widths and weights are refused
+    when the psi is used, naming the parameter; at the bound results are finite."""
+    from refimpl.bgflow_kernel import _offsets
+    from refimpl.psi import MAX_PARAMETER
+    x = np.array([[0.0, 0.0], [1.0, 0.5], [-1.0, -0.5]])
+    bg = refimpl.BgflowKernel(np.linspace(0.0, 6.0, 7), 0.7, np.linspace(0.0, 1.0, 3), 0.5,
+                              weights=np.ones((7, 3)))
+    theta = bg.theta.copy()
+    _, lg, mt, _, _, _, _ = _offsets(7, 3)
+    theta[lg:mt] = 800.0
+    cases = [(refimpl.RBFKernel(gamma=1e308), "gamma"),
+             (refimpl.RBFKernel(np.full((50, 10), 1e308)), "weights"),
+             (refimpl.TanhMLP(8, v=np.full(8, 1e308)), "v"),
+             (refimpl.BgflowKernel.from_theta(theta), "neg_log_gammas")]
+    for psi, name in cases:
+        with pytest.raises(ValueError, match=name):
+            refimpl.divergence(x, 0.5, psi)
+        with pytest.raises(ValueError, match=name):
+            refimpl.EquivariantFlow(psi).forward(x[None])
+    at_bound = [refimpl.RBFKernel(np.full((50, 10), MAX_PARAMETER), gamma=MAX_PARAMETER),
+                refimpl.TanhMLP(8, v=np.full(8, MAX_PARAMETER), a=np.full(8, MAX_PARAMETER))]
+    for psi in at_bound:
+        for scale in (1.0, 1e-3, 1e140):
+            assert np.all(np.isfinite(refimpl.divergence(scale * x, 0.5, psi)))
+            assert np.all(np.isfinite(refimpl.vector_field(scale * x, 0.5, psi)))
