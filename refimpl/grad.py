@@ -54,7 +54,7 @@ class FlowModel:
 
     def _check(self):
         """``check_psi`` again: ``flow.psi.theta`` may have been edited in place
-        since ``__init__`` (about a microsecond when it was not)."""
+        since ``__init__`` (a few microseconds when it was not)."""
         check_psi(self.flow.psi, gradients=True)
 
     @property
