@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import autograd
 import numpy as np
 
+from ._engine import theta_with
 from ._version import __version__
 from .families import FAMILIES
 from .files import write_text
@@ -284,9 +285,7 @@ def named_gradient(family, psi, grad):
     gradient in the trainable entries: the formula's arrays are slices of
     ``theta``, so this reads the gradient off in the formula's layout.
     """
-    theta = psi.theta.copy()
-    theta[psi.trainable] = grad
-    named = family.params(psi.copy_with(theta))
+    named = family.params(psi.copy_with(theta_with(psi, grad)))
     return {n: named[n] for n in family.trainable_params}
 
 
