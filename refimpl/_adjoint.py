@@ -14,7 +14,9 @@ for a cotangent ``ybar`` of ``y_{n+1}``: ``kbar_s = h B_s ybar``, then for
 into the parameter cotangent), ``kbar_j += h A_sj Ybar_s`` for ``j < s``,
 and ``ybar_n = ybar + sum_s Ybar_s``. The first stage of a step is the
 previous step's last evaluation (FSAL), taken at the same time ``tau`` the
-forward solve used, so the replayed map is bitwise the forward one.
+forward solve used, so the replayed map is bitwise the forward one. The
+sweep needs the stage states ``Y_s``: the forward solve records them when a
+gradient follows (``ode``'s ``solve``), and they are replayed otherwise.
 """
 
 import math
@@ -74,53 +76,74 @@ def augmented_rhs_vjp(t, y, kbar, theta, ctx, ctx_bar, prepare, pair2, pair_vjp,
 
 
 @njit(cache=True)
+def stage_times(t0, times, n_steps, taus, hs):
+    """Steps ``hs[m]`` and stage times ``taus[m]`` of ``n_steps`` accepted steps
+    from ``t0``, with the forward solve's arithmetic.
+
+    Step ``m`` goes from ``times[m-1]`` (``t0`` for ``m = 0``) to
+    ``times[m]``; its first stage is the previous step's last evaluation,
+    taken at that step's ``t + h`` (FSAL), which may differ from ``times[m-1]``
+    by rounding.
+    """
+    t = t0
+    tau = t0
+    for m in range(n_steps):
+        h = times[m] - t
+        hs[m] = h
+        taus[m, 0] = tau
+        for s in range(1, N_STAGES):
+            taus[m, s] = t + C[s] * h
+        tau = t + h
+        t = times[m]
+
+
+@njit(cache=True)
 def replay_one(y0, t0, times, n_steps, p, Ys, Ks, taus, hs, y_end):
     """Redo the ``n_steps`` accepted steps of a solve from ``y0`` at ``t0``.
 
     Step ``m`` goes from ``times[m-1]`` (``t0`` for ``m = 0``) to
     ``times[m]``, with the arithmetic of the forward solve, so the result is
     bitwise the same. Stores stage states ``Ys[m, s]`` (``Ys[m, 0] = y_m``),
-    stage derivatives ``Ks[m]``, stage times ``taus[m]`` and steps ``hs[m]``;
-    writes the final state into ``y_end``.
+    stage derivatives ``Ks[m]``, stage times ``taus[m]`` and steps ``hs[m]``
+    (``stage_times``); writes the final state into ``y_end``.
     """
     n = y0.shape[0]
+    stage_times(t0, times, n_steps, taus, hs)
     y_end[:] = y0
-    t = t0
-    tau = t0
     k_first = np.empty(n)
-    augmented_rhs(tau, y_end, k_first, p)
+    augmented_rhs(t0, y_end, k_first, p)
+    t = t0
     for m in range(n_steps):
-        h = times[m] - t
-        hs[m] = h
         Ks[m, 0] = k_first
         Ys[m, 0] = y_end
-        _rk_step(p, t, Ys[m, 0], h, Ks[m], Ys[m], y_end)
-        taus[m, 0] = tau
-        for s in range(1, N_STAGES):
-            taus[m, s] = t + C[s] * h
+        _rk_step(p, t, Ys[m, 0], hs[m], Ks[m], Ys[m], y_end)
         k_first[:] = Ks[m, N_STAGES]
-        tau = t + h
         t = times[m]
 
 
 @njit(cache=True)
-def adjoint_one(y0, t0, times, n_steps, ybar_end, theta, work, window, ctx, ctx_bar, prepare,
-                pair, pair2, pair_vjp, prepare_vjp, K, D, ybar0, theta_bar):
+def adjoint_one(y0, t0, times, n_steps, states, ybar_end, theta, work, window, ctx, ctx_bar,
+                prepare, pair, pair2, pair_vjp, prepare_vjp, K, D, ybar0, theta_bar):
     """Reverse mode of the frozen-step solve of one sample.
 
-    Replays the accepted steps (``replay_one``, on the forward solve's
-    kernel: ``work`` and ``window`` as ``_kernels.field_and_divergence``
-    takes them), then sweeps backwards from
+    The stage states come from ``states`` (``(m, N_STAGES, n)``, recorded by
+    the forward solve) when it holds all ``n_steps`` steps; otherwise the
+    steps are replayed (``replay_one``, on the forward solve's kernel:
+    ``work`` and ``window`` as ``_kernels.field_and_divergence`` takes
+    them), which gives the same states bitwise. Then sweeps backwards from
     the cotangent ``ybar_end`` of the final state. Writes the cotangent of
     ``y0`` into ``ybar0`` and adds the parameter cotangent into ``theta_bar``.
     """
     n = y0.shape[0]
-    Ys = np.empty((n_steps, N_STAGES, n))
-    Ks = np.empty((n_steps, N_STAGES + 1, n))
     taus = np.empty((n_steps, N_STAGES))
     hs = np.empty(n_steps)
-    replay_one(y0, t0, times, n_steps, (theta, work, prepare, pair, K, D, window), Ys, Ks, taus,
-               hs, np.empty(n))
+    if n_steps <= states.shape[0]:
+        Ys = states
+        stage_times(t0, times, n_steps, taus, hs)
+    else:
+        Ys = np.empty((n_steps, N_STAGES, n))
+        replay_one(y0, t0, times, n_steps, (theta, work, prepare, pair, K, D, window), Ys,
+                   np.empty((n_steps, N_STAGES + 1, n)), taus, hs, np.empty(n))
 
     ybar = ybar_end.copy()
     kbar = np.empty((N_STAGES, n))
@@ -148,15 +171,19 @@ _vec = types.float64[::1]
 _mat = types.float64[:, ::1]
 _ivec = types.int64[::1]
 _b1 = types.boolean
+_states = types.float64[:, :, :, ::1]
 
 
-@compile_on_first_call(types.void(_mat, _f8, _mat, _ivec, _mat, _vec, _i8, _b1, PREPARE_TYPE,
-                                  PAIR_TYPE, _i8, PAIR2_TYPE, PAIR_VJP_TYPE, PREPARE_VJP_TYPE,
-                                  _i8, _i8, _mat, _mat),
+@compile_on_first_call(types.void(_mat, _f8, _mat, _ivec, _states, _mat, _vec, _i8, _b1,
+                                  PREPARE_TYPE, PAIR_TYPE, _i8, PAIR2_TYPE, PAIR_VJP_TYPE,
+                                  PREPARE_VJP_TYPE, _i8, _i8, _mat, _mat),
                        cache=True, parallel=True)
-def adjoint_batch(Y0, t0, times, n_steps, Ybar, theta, work_size, window, prepare, pair, ctx_size,
-                  pair2, pair_vjp, prepare_vjp, K, D, Y0bar, theta_bar):
+def adjoint_batch(Y0, t0, times, n_steps, states, Ybar, theta, work_size, window, prepare, pair,
+                  ctx_size, pair2, pair_vjp, prepare_vjp, K, D, Y0bar, theta_bar):
     """``adjoint_one`` for every row; ``theta_bar[b]`` holds sample ``b``'s share.
+
+    ``states[b]`` are row ``b``'s recorded stage states (``_kernels.solve_flow_batch``;
+    ``states.shape[1] = 0`` when there are none).
 
     ``work_size`` and ``window`` select the forward kernel as for
     ``_kernels.solve_flow_batch``; ``ctx_size`` is psi's own scratch, used by
@@ -169,8 +196,9 @@ def adjoint_batch(Y0, t0, times, n_steps, Ybar, theta, work_size, window, prepar
         ctx = np.empty(max(ctx_size, 1))
         ctx_bar = np.empty(max(ctx_size, 1))
         theta_bar[b, :] = 0.0
-        adjoint_one(Y0[b], t0, times[b], n_steps[b], Ybar[b], theta, work, window, ctx, ctx_bar,
-                    prepare, pair, pair2, pair_vjp, prepare_vjp, K, D, Y0bar[b], theta_bar[b])
+        adjoint_one(Y0[b], t0, times[b], n_steps[b], states[b], Ybar[b], theta, work, window,
+                    ctx, ctx_bar, prepare, pair, pair2, pair_vjp, prepare_vjp, K, D, Y0bar[b],
+                    theta_bar[b])
 
 
 @compile_on_first_call(types.void(_mat, _f8, _mat, _ivec, _vec, _i8, _b1, PREPARE_TYPE,

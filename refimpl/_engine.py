@@ -31,7 +31,9 @@ travel in ``frozen``), so there is no state shared between a forward pass and
 its VJP, and interleaved gradient computations do not interfere. When an
 adaptive solve has just produced the end states for exactly these inputs,
 they travel in ``frozen.end`` and the replay is skipped: the adaptive solve
-and the replay of its steps are bitwise equal (``tests/test_grad.py``).
+and the replay of its steps are bitwise equal (``tests/test_grad.py``). So
+do the stage states of its accepted steps (``frozen.states``), at which the
+VJP evaluates the pullbacks instead of replaying the steps to find them.
 """
 
 from dataclasses import dataclass
@@ -47,12 +49,19 @@ from ._adjoint import adjoint_batch, replay_batch
 from ._kernels import (field_and_divergence_batch, field_and_divergence_one, psi_args,
                        solve_flow_batch)
 from .psi import compiled
+from .tableau import N_STAGES
 from ._validate import as_float_array
 
 # Accepted step times first recorded per sample when a gradient may follow
 # (8 bytes each); a solve that takes more steps is repeated with exactly as
 # many slots as its longest sample needs (the same solve, so the same result).
 INITIAL_RECORDED_STEPS = 256
+# When a gradient follows, the solve also records the stage states of its
+# accepted steps (N_STAGES (K D + 1) floats per step and sample), so that the
+# adjoint need not replay it. Room for them is reserved for as many steps as
+# step times, but for at most this many bytes per solve; the adjoint replays
+# the samples whose steps did not fit (the same numbers, more time).
+MAX_RECORDED_STATE_BYTES = 2**27
 
 
 @dataclass(frozen=True)
@@ -143,16 +152,16 @@ def transport(solver, params, x, t_start, t_end, frozen=None, record=False):
     rows = int(np.prod(batch_shape, dtype=np.int64))
     n = k * d
     y0 = anp.concatenate([anp.reshape(x, (rows, n)), np.zeros((rows, 1))], axis=1)
-    stats = steps = end = None
+    stats = steps = end = states = None
     if frozen is None:
-        end, steps, stats = _solve_rows(solver, theta_with(solver.psi, getval(params)),
-                                        getval(y0), t_start, t_end, x_value.shape,
-                                        record or traced)
+        end, steps, stats, states = _solve_rows(solver, theta_with(solver.psi, getval(params)),
+                                                getval(y0), t_start, t_end, x_value.shape,
+                                                record or traced, traced)
         y = end
     else:
         steps = _frozen_rows(frozen, rows)
     if traced or frozen is not None:
-        y = _frozen_map(params, y0, _Frozen(solver.psi, t_start, steps, k, d, end))
+        y = _frozen_map(params, y0, _Frozen(solver.psi, t_start, steps, k, d, end, states))
     if record:
         steps = Steps(steps.times.reshape(batch_shape + (-1,)), steps.n_steps.reshape(batch_shape))
     else:
@@ -173,26 +182,37 @@ def _frozen_rows(frozen, rows):
 
 # --- the kernel layer: augmented rows (B, K D + 1) ---------------------------------------------
 
-def _solve_rows(solver, theta, y0, t_start, t_end, shape, record):
+def _solve_rows(solver, theta, y0, t_start, t_end, shape, record, record_states=False):
     """Adaptive solves of the rows of ``y0`` for configurations of ``shape = batch + (K, D)``.
 
-    Returns ``(y_end, Steps or None, SolverStats)``; the steps are row-major.
+    Returns ``(y_end, Steps or None, SolverStats, states or None)``; the
+    steps are row-major; ``states`` (with ``record_states``) holds the stage
+    states of the accepted steps, ``(B, m, N_STAGES, K D + 1)``, for the
+    samples that took at most ``m`` steps (``MAX_RECORDED_STATE_BYTES``).
     """
     width = min(solver.max_steps, INITIAL_RECORDED_STEPS) if record else 0
-    y, times, counts = _solve_kernel(solver, theta, y0, t_start, t_end, shape, width)
+    y, times, counts, states = _solve_kernel(solver, theta, y0, t_start, t_end, shape, width,
+                                             record_states)
     n_steps = np.ascontiguousarray(counts[:, ode.NACCEPT])
     if record and n_steps.max(initial=0) > width:
-        y, times, counts = _solve_kernel(solver, theta, y0, t_start, t_end, shape,
-                                         int(n_steps.max()))
+        y, times, counts, states = _solve_kernel(solver, theta, y0, t_start, t_end, shape,
+                                                 int(n_steps.max()), record_states)
     stats = _stats(counts, shape[:-2])
-    return y, Steps(times, n_steps) if record else None, stats
+    return y, Steps(times, n_steps) if record else None, stats, states
 
 
 def _stats(counts, batch_shape):
     return SolverStats(*(counts[:, c].reshape(batch_shape) for c in range(3)))
 
 
-def _solve_kernel(solver, theta, y0, t_start, t_end, shape, width):
+def _state_record(n_rows, n, width):
+    """Room for the stage states of ``width`` steps per row, within the budget."""
+    per_step = n_rows * N_STAGES * n * 8
+    width = min(width, MAX_RECORDED_STATE_BYTES // max(per_step, 1))
+    return np.empty((n_rows, width, N_STAGES, n))
+
+
+def _solve_kernel(solver, theta, y0, t_start, t_end, shape, width, record_states=False):
     psi = solver.psi
     batch_shape, (k, d) = shape[:-2], shape[-2:]
     n_batch = y0.shape[0]
@@ -201,8 +221,9 @@ def _solve_kernel(solver, theta, y0, t_start, t_end, shape, width):
     status = np.zeros(n_batch, dtype=np.int64)
     t_reached = np.empty(n_batch)
     times = np.empty((n_batch, width))
+    states = _state_record(n_batch, y0.shape[1], width if record_states else 0)
     solve_flow_batch(y0, t_start, t_end, solver.rtol, solver.atol, solver.max_steps, theta,
-                     *psi_args(psi), k, d, y, counts, status, t_reached, times)
+                     *psi_args(psi), k, d, y, counts, status, t_reached, times, states)
     failed = np.flatnonzero(status != ode.SUCCESS)
     if failed.size:
         b = failed[0]
@@ -213,7 +234,7 @@ def _solve_kernel(solver, theta, y0, t_start, t_end, shape, width):
                   f" max_steps={solver.max_steps}){more}")
         raise SolverError(tuple(int(i) for i in index), int(status[b]), float(t_reached[b]),
                           detail, _stats(counts, batch_shape))
-    return y, times, counts
+    return y, times, counts, states if record_states else None
 
 
 def _replay_rows(psi, theta, y0, t_start, steps, k, d):
@@ -223,15 +244,19 @@ def _replay_rows(psi, theta, y0, t_start, steps, k, d):
     return y
 
 
-def _adjoint_rows(psi, theta, y0, t_start, steps, y_bar, k, d):
+def _adjoint_rows(psi, theta, y0, t_start, steps, y_bar, k, d, states=None):
     """Cotangents ``(theta_bar, y0_bar)`` of the frozen-step map for ``y_bar`` of its output.
 
+    ``states`` are the stage states the adaptive solve recorded for these
+    very inputs (``_solve_rows``), or None: the adjoint then replays the steps.
     ``theta_bar`` sums the samples' shares in row order, so it does not
     depend on the number of threads.
     """
     y0_bar = np.empty_like(y_bar)
     theta_bar = np.empty((y_bar.shape[0], theta.size))
-    adjoint_batch(y0, t_start, steps.times, steps.n_steps, y_bar, theta, *psi_args(psi),
+    if states is None:
+        states = _state_record(y0.shape[0], y0.shape[1], 0)
+    adjoint_batch(y0, t_start, steps.times, steps.n_steps, states, y_bar, theta, *psi_args(psi),
                   int(psi.ctx_size), *(compiled(psi, f) for f in ("pair2", "pair_vjp",
                                                                     "prepare_vjp")),
                   k, d, y0_bar, theta_bar)
@@ -249,6 +274,7 @@ class _Frozen(NamedTuple):
     k: int
     d: int
     end: np.ndarray  # the end states for these very inputs if already known, else None
+    states: np.ndarray = None  # their recorded stage states (_solve_rows), or None
 
 
 @primitive
@@ -274,7 +300,7 @@ def _frozen_map_adjoint(y_bar, params, y0, frozen):
     theta_bar, y0_bar = _adjoint_rows(psi, theta_with(psi, params),
                                       np.ascontiguousarray(y0, dtype=np.float64), frozen.t_start,
                                       frozen.steps, np.ascontiguousarray(y_bar, dtype=np.float64),
-                                      frozen.k, frozen.d)
+                                      frozen.k, frozen.d, frozen.states)
     return np.concatenate([theta_bar[psi.trainable], y0_bar.ravel()])
 
 

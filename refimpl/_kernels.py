@@ -302,20 +302,23 @@ def field_and_divergence_one(X, t, theta, ctx_size, window, prepare, pair, K, D,
 
 
 @compile_on_first_call(types.void(_mat, _f8, _f8, _f8, _f8, _i8, _vec, _i8, _b1, PREPARE_TYPE,
-                                  PAIR_TYPE, _i8, _i8, _mat, _imat, _ivec, _vec, _mat),
+                                  PAIR_TYPE, _i8, _i8, _mat, _imat, _ivec, _vec, _mat,
+                                  types.float64[:, :, :, ::1]),
                        cache=True, parallel=True)
 def solve_flow_batch(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, window, prepare, pair,
-                     K, D, Y, stats, status, t_end, times):
+                     K, D, Y, stats, status, t_end, times, states):
     """Integrate the augmented ODE for every row of ``Y0``, each on its own steps.
 
     ``Y[b]`` receives the state at ``t1``, ``stats[b]`` the counts
     ``[nfev, naccept, nreject]``, ``status[b]`` an ``ode`` status code,
-    ``t_end[b]`` the time reached and ``times[b]`` the times reached by the
-    accepted steps (as many as ``times.shape[1]`` allows).
+    ``t_end[b]`` the time reached, ``times[b]`` the times reached by the
+    accepted steps (as many as ``times.shape[1]`` allows) and ``states[b]``
+    their stage states (as many as ``states.shape[1]`` allows; ``ode``'s
+    ``solve``).
     """
     for b in prange(Y0.shape[0]):
         p = (theta, scratch(theta, ctx_size, window), prepare, pair, K, D, window)
         code, t_reached = _solve_augmented(p, t0, t1, Y0[b], rtol, atol, max_steps,
-                                          Y[b], stats[b], times[b])
+                                          Y[b], stats[b], times[b], states[b])
         status[b] = code
         t_end[b] = t_reached

@@ -165,7 +165,7 @@ def make_solver(rhs):
         rhs(t + h, y_new, K[N_STAGES], p)
 
     @njit
-    def solve(p, t0, t1, y0, rtol, atol, max_steps, y_out, stats, times):
+    def solve(p, t0, t1, y0, rtol, atol, max_steps, y_out, stats, times, states):
         """Integrate ``dy/dt = rhs(t, y)`` from ``t0`` to ``t1`` adaptively.
 
         Parameters
@@ -183,6 +183,13 @@ def make_solver(rhs):
             far as it has room (``m = 0`` records nothing). With ``t0`` they
             define the step sequence exactly: step ``n`` goes from
             ``times[n-1]`` to ``times[n]`` with ``h = times[n] - times[n-1]``.
+        states : ndarray, shape (m', N_STAGES, n)
+            Receives the stage states of the accepted steps, as far as it has
+            room (``m' = 0`` records nothing): ``states[n, 0]`` is the state
+            the step started from, ``states[n, s]`` the state ``rhs`` was
+            evaluated at in stage ``s`` (the ``Y`` of ``rk_step``). With the
+            step sequence they are all the discrete adjoint needs
+            (``refimpl._adjoint``): no replay of the solve.
 
         Returns
         -------
@@ -247,6 +254,10 @@ def make_solver(rhs):
                 stats[NREJECT] += 1
             if stats[NACCEPT] < times.shape[0]:
                 times[stats[NACCEPT]] = t_new
+            if stats[NACCEPT] < states.shape[0]:
+                states[stats[NACCEPT], 0] = y
+                for s in range(1, N_STAGES):
+                    states[stats[NACCEPT], s] = Y[s]
             stats[NACCEPT] += 1
             t = t_new
             y[:] = y_new
@@ -292,7 +303,8 @@ def solve_ivp_rk45(rhs, t0, t1, y0, rtol=1e-6, atol=1e-8, max_steps=100_000, p=(
     stats = np.zeros(3, dtype=np.int64)
     times = np.empty(max_steps)
     status, t = make_solver(rhs).solve(p, float(t0), float(t1), y0, float(rtol), float(atol),
-                                       int(max_steps), y, stats, times)
+                                       int(max_steps), y, stats, times,
+                                       np.empty((0, N_STAGES, y0.shape[0])))
     if status != SUCCESS:
         raise RuntimeError(f"solve stopped at t={t!r}: {STATUS_MESSAGES[status]}")
     info = {"nfev": int(stats[NFEV]), "naccept": int(stats[NACCEPT]),
