@@ -16,7 +16,8 @@ Rows (one line each):
     cache that run filled;
   * one ``vector_field(x, t, psi)`` call on a single (4, 2) configuration.
 Then: cost per pair and per sample of one field + divergence evaluation as K
-grows (one thread), samples/s against the tolerance and the thread count,
+grows (one thread), nanoseconds per exponential in an array loop (refimpl's
+own ``_exp.exp``, which vectorizes, against ``math.exp``), samples/s against the tolerance and the thread count,
 and a fair scipy baseline: a loop of ``solve_ivp(method="RK45")`` with a
 vectorized NumPy right-hand side (the same field and divergence), timed
 after a warm-up, against refimpl on one thread.
@@ -26,6 +27,7 @@ Usage: python scripts/bench_flow.py [--json] [--quick]
 
 import argparse
 import json
+import math
 import os
 import pathlib
 import subprocess
@@ -38,6 +40,7 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 import refimpl
+from refimpl._exp import exp as own_exp
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import bench_train  # noqa: E402
@@ -89,6 +92,30 @@ def field_cost(k, d, n, repeat=15):
                                               repeat))[1])
     per_sample = seconds / n
     return per_sample / (k * (k - 1) / 2), per_sample
+
+
+@numba.njit(error_model="numpy")
+def _own_exp_loop(a, out):
+    for i in range(a.size):
+        out[i] = own_exp(a[i])
+
+
+@numba.njit(error_model="numpy")
+def _math_exp_loop(a, out):
+    for i in range(a.size):
+        out[i] = math.exp(a[i])
+
+
+def exp_cost(n=100_000, repeat=20):
+    """Seconds per exponential of refimpl's own exp and of ``math.exp``, each in
+    the same array loop (one thread), on arguments in [-50, 0] as in the kernels."""
+    a = np.random.default_rng(2).uniform(-50.0, 0.0, n)
+    out = np.empty_like(a)
+    times = []
+    for loop in (_own_exp_loop, _math_exp_loop):
+        loop(a[:8], out[:8])  # compile outside the timing
+        times.append(_best(lambda: loop(a, out), repeat) / n)
+    return times
 
 
 def single_call(calls=2000, repeat=7):
@@ -172,7 +199,7 @@ def main():
     args = parser.parse_args()
     scale = 0.2 if args.quick else 1.0
     report = {"machine": bench_train.machine(), "tol": 1e-5, "rows": {}, "cost_vs_k": [],
-              "tolerance": [], "threads": [], "scipy": {}}
+              "exp": {}, "tolerance": [], "threads": [], "scipy": {}}
     threads = report["machine"]["threads"]
 
     def say(text):
@@ -209,6 +236,10 @@ def main():
                                     "us_per_sample": per_sample * 1e6})
         say(f"  K = {k:>3}, D = {d}: {per_pair * 1e9:6.1f} ns per pair, "
             f"{per_sample * 1e6:8.2f} us per sample")
+    own, libm = exp_cost()
+    report["exp"] = {"ns_own_exp": own * 1e9, "ns_math_exp": libm * 1e9}
+    say(f"  exp in an array loop: refimpl's own (vectorized) {own * 1e9:.2f} ns, math.exp "
+        f"{libm * 1e9:.2f} ns per call")
 
     say(f"\nDW4 samples/s against the tolerance ({threads} threads)")
     for tol in (1e-3, 1e-7, 1e-9):

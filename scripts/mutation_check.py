@@ -103,6 +103,14 @@ MUTANTS = (
              'fgx = _call(f, act(x, rotation, None, translation), "f")\n'
              '    expected = act(fx, rotation, None,'),),
            ("tests/test_symmetry.py", "tests/test_verification_tools.py")),
+    Mutant("exp clamp loses NaN", "refimpl/_exp.py",
+           (("x = X_MAX if x > X_MAX else x", "x = x if x < X_MAX else X_MAX"),),
+           ("tests/test_exp.py",)),
+    Mutant("exp rounds r and 1 + q separately", "refimpl/_exp.py",
+           (("exp_r = hi + (lo + (e + s))", "exp_r = 1.0 + (r + s)"),), ("tests/test_exp.py",)),
+    Mutant("exp scales by 2**n in one factor", "refimpl/_exp.py",
+           (("(exp_r * _power_of_two(half)) * _power_of_two(k - half)",
+             "exp_r * _power_of_two(k)"),), ("tests/test_exp.py",)),
 )
 
 
