@@ -24,7 +24,7 @@ import math
 import numpy as np
 from numba import njit, prange, types
 
-from . import ode
+from . import ode, rbf
 from ._kernels import augmented_rhs, compile_on_first_call, scratch
 from .psi import PAIR2_TYPE, PAIR_TYPE, PAIR_VJP_TYPE, PREPARE_TYPE, PREPARE_VJP_TYPE
 from .tableau import A, B, C, N_STAGES
@@ -34,7 +34,7 @@ _rk_step = ode.make_solver(augmented_rhs).rk_step
 
 @njit(cache=True)
 def augmented_rhs_vjp(t, y, kbar, theta, ctx, ctx_bar, prepare, pair2, pair_vjp, prepare_vjp,
-                      K, D, ybar, theta_bar):
+                      K, D, ybar, theta_bar, rbf_psi=False):
     """Pull the cotangent ``kbar`` of ``f(t, y) = [g(x, t), -div g(x, t)]`` back.
 
     Adds ``(df/dy)^T kbar`` into ``ybar`` and ``(df/dtheta)^T kbar`` into
@@ -48,8 +48,18 @@ def augmented_rhs_vjp(t, y, kbar, theta, ctx, ctx_bar, prepare, pair2, pair_vjp,
     At ``r = 0`` the radial term is taken as 0: the field is differentiable
     there (its Jacobian is ``psi(0) I``), while the divergence has a kink
     whenever ``psi'(0) != 0``; 0 is the average of its one-sided derivatives.
+
+    With ``rbf_psi`` true, psi is the RBF family and its functions are called
+    directly instead of through the pointers (which are then not used), with
+    each pair's Gaussians computed once for ``pair2`` and ``pair_vjp``
+    (``rbf.pair2_keeping_gaussians``, ``rbf.add_pair_vjp``): the same code
+    on the same numbers, so the same result bitwise.
     """
-    prepare(theta, t, ctx)
+    if rbf_psi:
+        n_r = int(theta[0])
+        rbf.coefficients(theta, t, ctx[n_r: n_r + int(theta[1])], ctx[:n_r])
+    else:
+        prepare(theta, t, ctx)
     for m in range(ctx_bar.shape[0]):
         ctx_bar[m] = 0.0
     lbar = kbar[K * D]
@@ -62,7 +72,11 @@ def augmented_rhs_vjp(t, y, kbar, theta, ctx, ctx_bar, prepare, pair2, pair_vjp,
                 r2 += diff * diff
                 s += (kbar[i * D + d] - kbar[j * D + d]) * diff
             r = math.sqrt(r2)
-            value, slope, curvature = pair2(theta, ctx, r)
+            if rbf_psi:
+                value, slope, curvature, lo, hi = rbf.pair2_keeping_gaussians(theta, ctx, r)
+            else:
+                value, slope, curvature = pair2(theta, ctx, r)
+                lo = hi = 0
             radial = 0.0
             if r > 0.0:
                 radial = (s * slope - 2.0 * lbar * (curvature * r + (1.0 + D) * slope)) / r
@@ -71,8 +85,17 @@ def augmented_rhs_vjp(t, y, kbar, theta, ctx, ctx_bar, prepare, pair2, pair_vjp,
                 ubar = value * (kbar[i * D + d] - kbar[j * D + d]) + radial * diff
                 ybar[i * D + d] += ubar
                 ybar[j * D + d] -= ubar
-            pair_vjp(theta, ctx, r, s - 2.0 * D * lbar, -2.0 * r * lbar, ctx_bar, theta_bar)
-    prepare_vjp(theta, t, ctx, ctx_bar, theta_bar)
+            if rbf_psi:
+                rbf.add_pair_vjp(theta, ctx, r, lo, hi, s - 2.0 * D * lbar, -2.0 * r * lbar,
+                                 ctx_bar)
+            else:
+                pair_vjp(theta, ctx, r, s - 2.0 * D * lbar, -2.0 * r * lbar, ctx_bar,
+                         theta_bar)
+    if rbf_psi:
+        n_r = int(theta[0])
+        rbf.add_coefficients_vjp(theta, ctx[n_r: n_r + int(theta[1])], ctx_bar, theta_bar)
+    else:
+        prepare_vjp(theta, t, ctx, ctx_bar, theta_bar)
 
 
 @njit(cache=True)
@@ -123,7 +146,7 @@ def replay_one(y0, t0, times, n_steps, p, Ys, Ks, taus, hs, y_end):
 
 @njit(cache=True)
 def adjoint_one(y0, t0, times, n_steps, states, ybar_end, theta, work, window, ctx, ctx_bar,
-                prepare, pair, pair2, pair_vjp, prepare_vjp, K, D, ybar0, theta_bar):
+                prepare, pair, pair2, pair_vjp, prepare_vjp, K, D, ybar0, theta_bar, rbf_psi):
     """Reverse mode of the frozen-step solve of one sample.
 
     The stage states come from ``states`` (``(m, N_STAGES, n)``, recorded by
@@ -133,6 +156,7 @@ def adjoint_one(y0, t0, times, n_steps, states, ybar_end, theta, work, window, c
     them), which gives the same states bitwise. Then sweeps backwards from
     the cotangent ``ybar_end`` of the final state. Writes the cotangent of
     ``y0`` into ``ybar0`` and adds the parameter cotangent into ``theta_bar``.
+    ``rbf_psi`` as for ``augmented_rhs_vjp``.
     """
     n = y0.shape[0]
     taus = np.empty((n_steps, N_STAGES))
@@ -156,13 +180,21 @@ def adjoint_one(y0, t0, times, n_steps, states, ybar_end, theta, work, window, c
         for s in range(N_STAGES - 1, -1, -1):
             stage_bar[:] = 0.0
             augmented_rhs_vjp(taus[m, s], Ys[m, s], kbar[s], theta, ctx, ctx_bar, prepare, pair2,
-                              pair_vjp, prepare_vjp, K, D, stage_bar, theta_bar)
+                              pair_vjp, prepare_vjp, K, D, stage_bar, theta_bar, rbf_psi)
             for i in range(n):
                 ybar[i] += stage_bar[i]
             for j in range(s):
                 for i in range(n):
                     kbar[j, i] += h * A[s, j] * stage_bar[i]
     ybar0[:] = ybar
+
+
+def rbf_pullback(psi):
+    """Whether every gradient function of ``psi`` is the RBF family's, so that
+    the adjoint may call them directly (``augmented_rhs_vjp``'s ``rbf_psi``)."""
+    cls = rbf.RBFKernel
+    return all(getattr(psi, f) is getattr(cls, f)
+               for f in ("prepare", "pair2", "pair_vjp", "prepare_vjp"))
 
 
 _f8 = types.float64
@@ -176,10 +208,10 @@ _states = types.float64[:, :, :, ::1]
 
 @compile_on_first_call(types.void(_mat, _f8, _mat, _ivec, _states, _mat, _vec, _i8, _b1,
                                   PREPARE_TYPE, PAIR_TYPE, _i8, PAIR2_TYPE, PAIR_VJP_TYPE,
-                                  PREPARE_VJP_TYPE, _i8, _i8, _mat, _mat),
+                                  PREPARE_VJP_TYPE, _b1, _i8, _i8, _mat, _mat),
                        cache=True, parallel=True)
 def adjoint_batch(Y0, t0, times, n_steps, states, Ybar, theta, work_size, window, prepare, pair,
-                  ctx_size, pair2, pair_vjp, prepare_vjp, K, D, Y0bar, theta_bar):
+                  ctx_size, pair2, pair_vjp, prepare_vjp, rbf_psi, K, D, Y0bar, theta_bar):
     """``adjoint_one`` for every row; ``theta_bar[b]`` holds sample ``b``'s share.
 
     ``states[b]`` are row ``b``'s recorded stage states (``_kernels.solve_flow_batch``;
@@ -187,9 +219,9 @@ def adjoint_batch(Y0, t0, times, n_steps, states, Ybar, theta, work_size, window
 
     ``work_size`` and ``window`` select the forward kernel as for
     ``_kernels.solve_flow_batch``; ``ctx_size`` is psi's own scratch, used by
-    the pullback. The per-sample parameter cotangents are summed by the
-    caller in a fixed order, so the total does not depend on the number of
-    threads.
+    the pullback; ``rbf_psi`` (``rbf_pullback``) as for ``augmented_rhs_vjp``.
+    The per-sample parameter cotangents are summed by the caller in a fixed
+    order, so the total does not depend on the number of threads.
     """
     for b in prange(Y0.shape[0]):
         work = scratch(theta, work_size, window)
@@ -198,7 +230,7 @@ def adjoint_batch(Y0, t0, times, n_steps, states, Ybar, theta, work_size, window
         theta_bar[b, :] = 0.0
         adjoint_one(Y0[b], t0, times[b], n_steps[b], states[b], Ybar[b], theta, work, window,
                     ctx, ctx_bar, prepare, pair, pair2, pair_vjp, prepare_vjp, K, D, Y0bar[b],
-                    theta_bar[b])
+                    theta_bar[b], rbf_psi)
 
 
 @compile_on_first_call(types.void(_mat, _f8, _mat, _ivec, _vec, _i8, _b1, PREPARE_TYPE,

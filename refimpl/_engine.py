@@ -45,7 +45,7 @@ from autograd.extend import defvjp_argnums, primitive
 from autograd.tracer import getval, isbox
 
 from . import ode
-from ._adjoint import adjoint_batch, replay_batch
+from ._adjoint import adjoint_batch, rbf_pullback, replay_batch
 from ._kernels import (field_and_divergence_batch, field_and_divergence_one, psi_args,
                        solve_flow_batch)
 from .psi import compiled
@@ -259,7 +259,7 @@ def _adjoint_rows(psi, theta, y0, t_start, steps, y_bar, k, d, states=None):
     adjoint_batch(y0, t_start, steps.times, steps.n_steps, states, y_bar, theta, *psi_args(psi),
                   int(psi.ctx_size), *(compiled(psi, f) for f in ("pair2", "pair_vjp",
                                                                     "prepare_vjp")),
-                  k, d, y0_bar, theta_bar)
+                  rbf_pullback(psi), k, d, y0_bar, theta_bar)
     return theta_bar.sum(axis=0), y0_bar
 
 

@@ -54,11 +54,19 @@ def _prepare(theta, t, ctx):
 def _prepare_vjp(theta, t, ctx, ctx_bar, theta_bar):
     n_r = int(theta[0])
     n_t = int(theta[1])
+    add_coefficients_vjp(theta, ctx[n_r: n_r + n_t], ctx_bar, theta_bar)
+
+
+@njit(cache=True)
+def add_coefficients_vjp(theta, b, c_bar, theta_bar):
+    """Pull the cotangent ``c_bar`` of ``c = W b`` (``coefficients``) back to
+    ``W``: ``theta_bar[W_kl] += c_bar[k] b[l]``."""
+    n_r = int(theta[0])
+    n_t = int(theta[1])
     w0 = _HEADER + n_r + n_t
-    b = ctx[n_r: n_r + n_t]
     for k in range(n_r):
         for l in range(n_t):
-            theta_bar[w0 + k * n_t + l] += ctx_bar[k] * b[l]
+            theta_bar[w0 + k * n_t + l] += c_bar[k] * b[l]
 
 
 # Gaussians below this value are dropped: each dropped term of psi is at most
@@ -142,6 +150,21 @@ def _pair(theta, ctx, r):
 
 @family_function("pair2")
 def _pair2(theta, ctx, r):
+    value, slope, curvature, _, _ = pair2_keeping_gaussians(theta, ctx, r)
+    return value, slope, curvature
+
+
+@family_function("pair_vjp")
+def _pair_vjp(theta, ctx, r, g_psi, g_dpsi, ctx_bar, theta_bar):
+    lo, hi, _, _, _ = _gaussians_in_ctx(theta, ctx, r)
+    add_pair_vjp(theta, ctx, r, lo, hi, g_psi, g_dpsi, ctx_bar)
+
+
+@njit(cache=True)
+def pair2_keeping_gaussians(theta, ctx, r):
+    """``pair2``'s ``(value, slope, curvature)``, and the range ``(lo, hi)`` of
+    the Gaussians it summed, which stay in the scratch part of ``ctx`` for
+    ``add_pair_vjp`` (a pullback that needs them again computes them once)."""
     lo, hi, e, mu, gamma = _gaussians_in_ctx(theta, ctx, r)
     value = 0.0
     slope = 0.0
@@ -152,12 +175,18 @@ def _pair2(theta, ctx, r):
         value += w
         slope += -2.0 * gamma * d * w
         curvature += (4.0 * gamma * gamma * d * d - 2.0 * gamma) * w
-    return value, slope, curvature
+    return value, slope, curvature, lo, hi
 
 
-@family_function("pair_vjp")
-def _pair_vjp(theta, ctx, r, g_psi, g_dpsi, ctx_bar, theta_bar):
-    lo, hi, e, mu, gamma = _gaussians_in_ctx(theta, ctx, r)
+@njit(cache=True)
+def add_pair_vjp(theta, ctx, r, lo, hi, g_psi, g_dpsi, ctx_bar):
+    """``pair_vjp`` with the Gaussians ``lo..hi`` of ``r`` already in ``ctx``'s
+    scratch: adds the pullback of ``(psi, psi')`` to ``c`` into ``ctx_bar``."""
+    n_r = int(theta[0])
+    n_t = int(theta[1])
+    e = ctx[n_r + n_t: 2 * n_r + n_t]
+    mu = theta[_HEADER: _HEADER + n_r]
+    gamma = theta[2]
     for k in range(lo, hi + 1):
         ctx_bar[k] += (g_psi - 2.0 * gamma * (r - mu[k]) * g_dpsi) * e[k]
 

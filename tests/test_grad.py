@@ -138,19 +138,22 @@ _vec = types.float64[::1]
 
 
 @njit(types.void(types.float64, _vec, _vec, _vec, types.int64, PREPARE_TYPE, PAIR2_TYPE,
-                 PAIR_VJP_TYPE, PREPARE_VJP_TYPE, types.int64, types.int64, _vec, _vec),
-      cache=True)
+                 PAIR_VJP_TYPE, PREPARE_VJP_TYPE, types.int64, types.int64, _vec, _vec,
+                 types.boolean), cache=True)
 def _rhs_vjp(t, y, kbar, theta, ctx_size, prepare, pair2, pair_vjp, prepare_vjp, K, D, ybar,
-             theta_bar):
+             theta_bar, rbf_psi):
     """``augmented_rhs_vjp`` of one state, with its scratch arrays; adds into the outputs."""
     ctx = np.empty(max(ctx_size, 1))
     ctx_bar = np.empty(max(ctx_size, 1))
     augmented_rhs_vjp(t, y, kbar, theta, ctx, ctx_bar, prepare, pair2, pair_vjp, prepare_vjp, K,
-                      D, ybar, theta_bar)
+                      D, ybar, theta_bar, rbf_psi)
 
 
+@pytest.mark.parametrize("rbf_psi", [False, True])
 @pytest.mark.parametrize("k,d", [(2, 2), (4, 2), (5, 3)])
-def test_rhs_vjp_kernel_matches_autograd_on_the_numpy_twin(k, d):
+def test_rhs_vjp_kernel_matches_autograd_on_the_numpy_twin(k, d, rbf_psi):
+    """Both pullbacks of the RBF psi: through its function pointers and with
+    its functions called directly (``rbf_psi``)."""
     psi = _rbf(0.3, seed=k)
     rng = np.random.default_rng(d)
     y = np.append(1.5 * rng.standard_normal(k * d), 0.7)
@@ -162,7 +165,7 @@ def test_rhs_vjp_kernel_matches_autograd_on_the_numpy_twin(k, d):
     ybar = np.zeros(y.size)
     theta_bar = np.zeros(psi.theta.size)
     _rhs_vjp(t, y, kbar, psi.theta, psi.ctx_size, psi.prepare, psi.pair2, psi.pair_vjp,
-             psi.prepare_vjp, k, d, ybar, theta_bar)
+             psi.prepare_vjp, k, d, ybar, theta_bar, rbf_psi)
     assert np.max(np.abs(ybar - want_y)) <= VJP_RTOL * (np.max(np.abs(want_y)) + 1)
     got_w = theta_bar[psi.trainable]
     assert np.max(np.abs(got_w - want_w)) <= VJP_RTOL * (np.max(np.abs(want_w)) + 1)
@@ -349,6 +352,35 @@ def test_recorded_stage_states_give_the_replayed_gradient(monkeypatch):
         monkeypatch.setattr(refimpl._engine, "MAX_RECORDED_STATE_BYTES", budget)
         np.testing.assert_array_equal(grad(model.params, data), recorded[0])
         np.testing.assert_array_equal(grad_x(data), recorded[1])
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},  # the benchmark's 50 x 10 layout (fits the fixed-window forward kernel)
+    {"gamma": 1.0},  # wide Gaussians: the forward solve calls psi's own functions
+    {"mu": [0.0, 0.5, 2.0, 4.0]},  # unequal centres: one exp per centre
+    {"n_distance": 80, "r_max": 3.0, "gamma": 400.0},  # narrow: pairs past the grid
+])
+def test_rbf_pullback_equals_the_pullback_through_psi_pointers(kwargs, monkeypatch):
+    """The adjoint calls the RBF family's functions directly (computing each
+    pair's Gaussians once); through psi's function pointers it runs the same
+    arithmetic in the same order: the gradients agree to the last bit, with
+    particles coincident and far apart included."""
+    rng = np.random.default_rng(4)
+    probe = refimpl.RBFKernel(**kwargs)
+    psi = refimpl.RBFKernel(0.05 * rng.standard_normal(probe.shape), **kwargs)
+    assert refimpl._adjoint.rbf_pullback(psi)
+    model = _model(psi, 4, 2)
+    x = refimpl.MeanFreeNormal(4, 2).sample(10, 5) * 2.0
+    x[0, 1] = x[0, 0]  # r = 0
+    x[1] = x[1] * 5.0  # pairs beyond the last centre
+    x = refimpl.remove_mean(x)
+    grad = autograd.grad(lambda p, xx: -anp.sum(model.log_prob(p, xx)), argnum=(0, 1))
+    direct = grad(model.params, x)
+    monkeypatch.setattr(refimpl._engine, "rbf_pullback", lambda psi: False)
+    through_pointers = grad(model.params, x)
+    assert np.all(np.isfinite(direct[0])) and np.all(np.isfinite(direct[1]))
+    np.testing.assert_array_equal(direct[0], through_pointers[0])
+    np.testing.assert_array_equal(direct[1], through_pointers[1])
 
 
 def test_interleaved_gradient_computations_equal_separate_ones():
