@@ -69,37 +69,56 @@ def _add_pair(x, i, j, D, value, slope, r, g):
     return slope * r + D * value
 
 
-@intrinsic
-def _stack_array(typingctx, size):
-    """A float64 array of literal ``size`` on the calling function's stack.
+def _stack_array_intrinsic(dtype):
+    """An intrinsic ``f(size)`` returning a ``dtype`` array of literal ``size``
+    on the calling function's stack.
 
     LLVM knows that nothing else points into it, so loops that store into
     such arrays while reading others vectorize; valid until the calling
     function returns (never return it).
     """
-    if not isinstance(size, types.IntegerLiteral):
-        return None
-    n = size.literal_value
-    array_type = types.Array(types.float64, 1, "C")
+    array_type = types.Array(dtype, 1, "C")
 
-    def codegen(context, builder, signature, args):
-        element = context.get_value_type(types.float64)
-        data = cgutils.alloca_once(builder, element, size=n)
-        array = context.make_array(array_type)(context, builder)
-        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(element))
-        context.populate_array(array, data=data, shape=[context.get_constant(types.intp, n)],
-                               strides=[itemsize], itemsize=itemsize, meminfo=None)
-        return array._getvalue()
+    def stack_array(typingctx, size):
+        if not isinstance(size, types.IntegerLiteral):
+            return None
+        n = size.literal_value
 
-    return array_type(size), codegen
+        def codegen(context, builder, signature, args):
+            element = context.get_value_type(dtype)
+            data = cgutils.alloca_once(builder, element, size=n)
+            array = context.make_array(array_type)(context, builder)
+            itemsize = context.get_constant(types.intp, context.get_abi_sizeof(element))
+            context.populate_array(array, data=data,
+                                   shape=[context.get_constant(types.intp, n)],
+                                   strides=[itemsize], itemsize=itemsize, meminfo=None)
+            return array._getvalue()
+
+        return array_type(size), codegen
+
+    stack_array.__name__ = f"_stack_array_{dtype}"
+    return intrinsic(stack_array)
 
 
-# Pairs evaluated side by side by ``window_field_and_divergence``. A constant
-# of the code, not of the machine: each pair's arithmetic is the same for any
-# value, and the sums over pairs are formed in pair order afterwards.
-LANES = 8
+_stack_array = _stack_array_intrinsic(types.float64)
+_stack_index_array = _stack_array_intrinsic(types.int64)
+
+from ._exp import exp as _exp
+
+# Pairs evaluated side by side by ``window_field_and_divergence``: each step
+# of the per-pair arithmetic is a loop over a block of up to BLOCK pairs with a
+# run-time trip count, which LLVM's loop vectorizer turns into SIMD code
+# without reordering any pair's own arithmetic (a short loop of constant trip
+# count would be unrolled into scalar code instead). A constant of the code,
+# not of the machine: sums over pairs are formed in pair order afterwards.
+BLOCK = 64
 _SPAN = 2 * rbf.WINDOW + 1
-_E_SIZE = _SPAN * LANES
+_E_SIZE = _SPAN * BLOCK
+# The pair vectors x_i - x_j of a block are kept on the stack for D <= 3
+# (in a heap array beyond), so the field is accumulated without recomputing them.
+_STACK_DIMS = 3
+MIN_LANES = 8
+_DIFF_SIZE = _STACK_DIMS * BLOCK
 
 
 @njit(cache=True, error_model="numpy")
@@ -118,89 +137,96 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
     away from the nearest centre is below exp(-gamma spacing^2 / 4)), so
     padded terms stay finite and add ``0 * e = 0``.
 
-    Pairs go through in groups of ``LANES``, each step a loop across the
-    group over stack arrays (``_stack_array``), which LLVM can run in SIMD
-    lanes without reordering any pair's own arithmetic; field and divergence
-    are then accumulated pair by pair in the order of ``field_and_divergence``.
+    Pairs go through in blocks of up to ``BLOCK``, each step a loop across
+    the block over stack arrays (``_stack_array``) that LLVM runs in SIMD
+    lanes; field and divergence are then accumulated pair by pair in the
+    order of ``field_and_divergence``, with the same products (the pair
+    vectors ``x_i - x_j`` are kept from the distance step). ``c`` and ``mu``
+    are read from ``work`` by index (no array views: each costs reference
+    counting).
     """
     rbf.window_prepare(theta, t, work)
     n_r = int(theta[0])
     gamma = theta[2]
     spacing = theta[4]
-    mu0 = theta[5]
-    n_pad = n_r + 2 * rbf.WINDOW
-    c = work[:n_pad]
-    mu = work[n_pad: 2 * n_pad]
-    rho = math.exp(-2.0 * gamma * spacing * spacing)
-    r = _stack_array(LANES)
-    nearest = _stack_array(LANES)
-    first = _stack_array(LANES)
-    up = _stack_array(LANES)
-    down = _stack_array(LANES)
-    value = _stack_array(LANES)
-    psi = _stack_array(LANES)
-    slope = _stack_array(LANES)
-    pair_i = _stack_array(LANES)
-    pair_j = _stack_array(LANES)
+    mu_first = theta[5]
+    mu0 = rbf.window_mu_offset(n_r, int(theta[1]))
+    rho = _exp(-2.0 * gamma * spacing * spacing)
+    r = _stack_array(BLOCK)
+    nearest = _stack_index_array(BLOCK)
+    first = _stack_array(BLOCK)
+    up = _stack_array(BLOCK)
+    down = _stack_array(BLOCK)
+    value = _stack_array(BLOCK)
+    psi = _stack_array(BLOCK)
+    slope = _stack_array(BLOCK)
+    pair_i = _stack_index_array(BLOCK)
+    pair_j = _stack_index_array(BLOCK)
     e = _stack_array(_E_SIZE)
+    diffs = _stack_array(_DIFF_SIZE) if D <= _STACK_DIMS else np.empty(BLOCK * D)
     for m in range(K * D):
         g[m] = 0.0
     div = 0.0
     n_pairs = K * (K - 1) // 2
     i = 0
     j = 1
-    for start in range(0, n_pairs, LANES):
-        count = min(LANES, n_pairs - start)
-        for lane in range(LANES):
-            if lane < count:
-                r2 = 0.0
-                for d in range(D):
-                    diff = x[i * D + d] - x[j * D + d]
-                    r2 += diff * diff
-                r[lane] = math.sqrt(r2)
-                pair_i[lane] = i
-                pair_j[lane] = j
-                j += 1
-                if j == K:
-                    i += 1
-                    j = i + 1
-            else:
-                r[lane] = mu0  # an idle lane: computed, never used
-        for lane in range(LANES):
-            position = min(max((r[lane] - mu0) / spacing, 0.0), n_r - 1.0)  # clamp before int()
-            k0 = int(round(position))
+    for start in range(0, n_pairs, BLOCK):
+        count = min(BLOCK, n_pairs - start)
+        lanes = max(count, MIN_LANES)
+        for lane in range(count, lanes):
+            r[lane] = mu_first  # an idle lane: computed, never used
+        for lane in range(count):
+            r2 = 0.0
+            for d in range(D):
+                diff = x[i * D + d] - x[j * D + d]
+                diffs[lane * D + d] = diff
+                r2 += diff * diff
+            r[lane] = math.sqrt(r2)
+            pair_i[lane] = i
+            pair_j[lane] = j
+            j += 1
+            if j == K:
+                i += 1
+                j = i + 1
+        for lane in range(lanes):
+            k0 = rbf.nearest_centre(r[lane], mu_first, spacing, n_r)
             nearest[lane] = k0
-            d0 = r[lane] - mu[rbf.WINDOW + k0]
-            first[lane] = math.exp(-gamma * d0 * d0)
-            up[lane] = math.exp(min(gamma * spacing * (2.0 * d0 - spacing), 700.0))
-            down[lane] = math.exp(min(-gamma * spacing * (2.0 * d0 + spacing), 700.0))
-        for lane in range(LANES):
-            e[rbf.WINDOW * LANES + lane] = first[lane]
+            d0 = r[lane] - work[mu0 + rbf.WINDOW + k0]
+            first[lane] = _exp(-gamma * d0 * d0)
+            up[lane] = _exp(min(gamma * spacing * (2.0 * d0 - spacing), 700.0))
+            down[lane] = _exp(min(-gamma * spacing * (2.0 * d0 + spacing), 700.0))
+        for lane in range(lanes):
+            e[rbf.WINDOW * BLOCK + lane] = first[lane]
             value[lane] = first[lane]
         for m in range(1, rbf.WINDOW + 1):
-            for lane in range(LANES):
+            for lane in range(lanes):
                 value[lane] = min(value[lane] * up[lane], 1.0)
                 up[lane] *= rho
-                e[(rbf.WINDOW + m) * LANES + lane] = value[lane]
-        for lane in range(LANES):
+                e[(rbf.WINDOW + m) * BLOCK + lane] = value[lane]
+        for lane in range(lanes):
             value[lane] = first[lane]
         for m in range(1, rbf.WINDOW + 1):
-            for lane in range(LANES):
+            for lane in range(lanes):
                 value[lane] = min(value[lane] * down[lane], 1.0)
                 down[lane] *= rho
-                e[(rbf.WINDOW - m) * LANES + lane] = value[lane]
-        for lane in range(LANES):
+                e[(rbf.WINDOW - m) * BLOCK + lane] = value[lane]
+        for lane in range(lanes):
             psi[lane] = 0.0
             slope[lane] = 0.0
         for m in range(_SPAN):
-            for lane in range(LANES):
-                k = int(nearest[lane]) + m
-                w = c[k] * e[m * LANES + lane]
+            for lane in range(lanes):
+                k = nearest[lane] + m
+                w = work[k] * e[m * BLOCK + lane]
                 psi[lane] += w
-                slope[lane] += -2.0 * gamma * (r[lane] - mu[k]) * w
+                slope[lane] += -2.0 * gamma * (r[lane] - work[mu0 + k]) * w
         for lane in range(count):
-            div += _add_pair(x, int(pair_i[lane]), int(pair_j[lane]), D, psi[lane], slope[lane],
-                             r[lane], g)
+            i_0 = pair_i[lane] * D
+            j_0 = pair_j[lane] * D
+            for d in range(D):
+                share = psi[lane] * diffs[lane * D + d]
+                g[i_0 + d] += share
+                g[j_0 + d] -= share
+            div += slope[lane] * r[lane] + D * psi[lane]
     return 2.0 * div
 
 

@@ -71,6 +71,7 @@ import math
 import numpy as np
 from numba import njit
 
+from ._exp import exp
 from ._validate import as_configurations, as_finite_float, as_float_array, check_range
 from .files import read_npz
 from .psi import MAX_PARAMETER, Psi, check_parameter, family_function
@@ -101,13 +102,13 @@ def _prepare(theta, t, ctx):
     n_k, n_s = int(theta[0]), int(theta[1])
     mu, lg, mt, lt, im, w0, b0 = _offsets(n_k, n_s)
     for k in range(n_k):
-        inv = math.exp(theta[lg + k])
+        inv = exp(theta[lg + k])
         ctx[n_k + 1 + k] = inv * inv
     t0 = 2 * n_k + 1
     total = 0.0
     for s in range(n_s):
-        inv = math.exp(theta[lt + s])
-        ctx[t0 + s] = math.exp(-(t - theta[mt + s]) ** 2 * (inv * inv))
+        inv = exp(theta[lt + s])
+        ctx[t0 + s] = exp(-(t - theta[mt + s]) ** 2 * (inv * inv))
         total += ctx[t0 + s]
     c0 = 0.0
     for s in range(n_s):
@@ -157,7 +158,7 @@ def _prepare_vjp(theta, t, ctx, ctx_bar, theta_bar):
     for s in range(n_s):
         mean += _time_bar(theta, ctx, ctx_bar, s) * ctx[t0 + s]
     for s in range(n_s):
-        inv = math.exp(theta[lt + s])
+        inv = exp(theta[lt + s])
         theta_bar[lt + s] += ((_time_bar(theta, ctx, ctx_bar, s) - mean) * ctx[t0 + s]
                               * -2.0 * (t - theta[mt + s]) ** 2 * (inv * inv))
 
@@ -171,7 +172,7 @@ def _sums(theta, ctx, d):
     for k in range(n_k):
         a = ctx[n_k + 1 + k]
         u = d - theta[_HEADER + k]
-        g = math.exp(-(u * u) * a)
+        g = exp(-(u * u) * a)
         ctx[e0 + k] = g
         g1 = -2.0 * a * u * g
         g2 = (4.0 * a * a * u * u - 2.0 * a) * g

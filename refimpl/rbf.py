@@ -16,6 +16,7 @@ import math
 import numpy as np
 from numba import njit
 
+from ._exp import exp
 from ._validate import (as_finite_float, as_float_array, as_positive_float, as_positive_int,
                         check_range)
 from .psi import Psi, check_parameter, family_function
@@ -27,15 +28,23 @@ MAX_CENTRES = 10**5
 
 
 @njit(cache=True)
-def coefficients(theta, t, b, c):
-    """``b_l = exp(-gamma_t (t - nu_l)^2)`` into ``b`` and ``c_k = sum_l W_kl b_l`` into ``c``."""
+def time_basis(theta, t, b, b0=0):
+    """``b_l = exp(-gamma_t (t - nu_l)^2)`` into ``b[b0 + l]``."""
     n_r = int(theta[0])
     n_t = int(theta[1])
     gamma_t = theta[3]
-    nu = theta[_HEADER + n_r: _HEADER + n_r + n_t]
-    w0 = _HEADER + n_r + n_t
+    nu0 = _HEADER + n_r
     for l in range(n_t):
-        b[l] = math.exp(-gamma_t * (t - nu[l]) ** 2)
+        b[b0 + l] = exp(-gamma_t * (t - theta[nu0 + l]) ** 2)
+
+
+@njit(cache=True)
+def coefficients(theta, t, b, c):
+    """``b(t)`` into ``b`` (``time_basis``) and ``c_k = sum_l W_kl b_l`` into ``c``."""
+    n_r = int(theta[0])
+    n_t = int(theta[1])
+    w0 = _HEADER + n_r + n_t
+    time_basis(theta, t, b)
     for k in range(n_r):
         acc = 0.0
         for l in range(n_t):
@@ -76,6 +85,17 @@ GAUSSIAN_CUTOFF = 1e-22
 
 
 @njit(cache=True)
+def nearest_centre(r, mu_first, spacing, n_r):
+    """Index of the centre nearest to ``r`` on the grid ``mu_first + k spacing``,
+    clamped to ``0..n_r - 1`` before the conversion to an integer; a NaN ``r``
+    gives 0 (a comparison with NaN is false), never an index off the grid."""
+    position = (r - mu_first) / spacing
+    position = position if position > 0.0 else 0.0
+    position = position if position < n_r - 1.0 else n_r - 1.0
+    return int(round(position))
+
+
+@njit(cache=True)
 def _gaussians(theta, r, e):
     """Fill ``e[k] = exp(-gamma (r - mu_k)^2)`` where it matters; return ``(lo, hi)``.
 
@@ -96,15 +116,14 @@ def _gaussians(theta, r, e):
     mu = theta[_HEADER: _HEADER + n_r]
     if spacing <= 0.0:
         for k in range(n_r):
-            e[k] = math.exp(-gamma * (r - mu[k]) ** 2)
+            e[k] = exp(-gamma * (r - mu[k]) ** 2)
         return 0, n_r - 1
-    position = min(max((r - mu[0]) / spacing, 0.0), n_r - 1.0)  # clamp before int()
-    k0 = int(round(position))
+    k0 = nearest_centre(r, mu[0], spacing, n_r)
     d0 = r - mu[k0]
-    e[k0] = math.exp(-gamma * d0 * d0)
-    rho = math.exp(-2.0 * gamma * spacing * spacing)
+    e[k0] = exp(-gamma * d0 * d0)
+    rho = exp(-2.0 * gamma * spacing * spacing)
     value = e[k0]
-    q = math.exp(gamma * spacing * (2.0 * d0 - spacing))
+    q = exp(gamma * spacing * (2.0 * d0 - spacing))
     hi = k0
     while hi + 1 < n_r:
         value *= q
@@ -114,7 +133,7 @@ def _gaussians(theta, r, e):
         hi += 1
         e[hi] = value
     value = e[k0]
-    q = math.exp(-gamma * spacing * (2.0 * d0 + spacing))
+    q = exp(-gamma * spacing * (2.0 * d0 + spacing))
     lo = k0
     while lo > 0:
         value *= q
@@ -212,39 +231,82 @@ def fits_window(theta):
                               >= 1.0 - math.log(GAUSSIAN_CUTOFF))
 
 
+# ``window_prepare`` computes c(t) over blocks of this many centres (the
+# padding past the grid included), so its vectorized loop has no remainder.
+C_BLOCK = 32
+
+
+@njit(cache=True)
+def _window_layout(n_r, n_t):
+    """Offsets in the fixed-window scratch ``[c padded, mu padded, b, W^T]`` and
+    the row length ``n_c`` of ``W^T`` (``c`` and its right padding, rounded up
+    to ``C_BLOCK``; zeros past ``n_r``)."""
+    n_c = -(-(n_r + WINDOW) // C_BLOCK) * C_BLOCK
+    mu0 = WINDOW + n_c
+    b0 = mu0 + n_r + 2 * WINDOW
+    wt0 = b0 + n_t
+    return n_c, mu0, b0, wt0, wt0 + n_t * n_c
+
+
 def window_work_size(theta):
-    """Length of the per-sample scratch of the fixed-window kernels:
-    ``[c padded, mu padded, b, e]``."""
-    n_r, n_t = int(theta[0]), int(theta[1])
-    return 2 * (n_r + 2 * WINDOW) + n_t + 2 * WINDOW + 1
+    """Length of the per-sample scratch of the fixed-window kernels."""
+    return _window_layout(int(theta[0]), int(theta[1]))[-1]
 
 
 @njit(cache=True)
 def window_setup(theta, work):
-    """Fill the fixed parts of ``work``: padded centres and the zero padding of ``c``.
+    """Fill the fixed parts of ``work``: padded centres, the zero padding of
+    ``c`` and ``W`` transposed and zero-padded (``W^T[l, k]`` at ``l n_c + k``).
 
     Centres past the grid continue its spacing; their ``c`` is 0, so they
     add exact zeros.
     """
     n_r = int(theta[0])
+    n_t = int(theta[1])
     spacing = theta[4]
-    n_pad = n_r + 2 * WINDOW
-    for m in range(n_pad):
+    n_c, mu0, b0, wt0, size = _window_layout(n_r, n_t)
+    for m in range(size):
         work[m] = 0.0
+    for m in range(n_r + 2 * WINDOW):
         k = m - WINDOW
         if 0 <= k < n_r:
-            work[n_pad + m] = theta[_HEADER + k]
+            work[mu0 + m] = theta[_HEADER + k]
         else:
-            work[n_pad + m] = theta[_HEADER] + k * spacing
+            work[mu0 + m] = theta[_HEADER] + k * spacing
+    w0 = _HEADER + n_r + n_t
+    for k in range(n_r):
+        for l in range(n_t):
+            work[wt0 + l * n_c + k] = theta[w0 + k * n_t + l]
+
+
+@njit(cache=True)
+def window_mu_offset(n_r, n_t):
+    """Where the padded centres start in the fixed-window scratch: ``mu_k`` is
+    at ``window_mu_offset + WINDOW + k``, ``c_k`` at ``WINDOW + k``."""
+    return _window_layout(n_r, n_t)[1]
 
 
 @njit(cache=True, error_model="numpy")
 def window_prepare(theta, t, work):
-    """``c(t)`` into the padded part of ``work`` (as ``_prepare`` computes it)."""
+    """``c(t)`` into the padded part of ``work``, as ``coefficients`` computes it.
+
+    The same products summed in the same order (``l`` increasing for every
+    ``k``), with the loops exchanged so that the inner one runs over ``k``
+    through contiguous memory (``W`` transposed) and vectorizes; the padding
+    past ``n_r`` gets ``0 + 0 b_l = 0``.
+    """
     n_r = int(theta[0])
     n_t = int(theta[1])
-    n_pad = n_r + 2 * WINDOW
-    coefficients(theta, t, work[2 * n_pad: 2 * n_pad + n_t], work[WINDOW: WINDOW + n_r])
+    n_c, mu0, b0, wt0, size = _window_layout(n_r, n_t)
+    time_basis(theta, t, work, b0)
+    c = work[WINDOW: WINDOW + n_c]
+    wt = work[wt0: size]
+    for k in range(n_c):
+        c[k] = 0.0
+    for l in range(n_t):
+        b_l = work[b0 + l]
+        for k in range(n_c):
+            c[k] += wt[l * n_c + k] * b_l
 
 
 class RBFKernel(Psi):

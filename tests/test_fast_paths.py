@@ -92,20 +92,41 @@ def test_window_kernel_matches_the_general_kernel_and_the_twin(kwargs):
                 abs(want_div) + slope_scale[b] * r[b] + 2.0 * scale[b] + diagonal) + 1e-300
 
 
-@pytest.mark.parametrize("k", [5, 13, 55])
-def test_window_kernel_equals_the_general_kernel_with_many_particles(k):
-    """Several pairs per particle: full lane groups of 8 and idle lanes in
-    the last group. Both kernels add the same terms in the same order here
-    (no pair sits where the window drops or adds a term above the cutoff),
-    so they agree to the last bit."""
-    rng = np.random.default_rng(k)
+@pytest.mark.parametrize("k, d", [(4, 2), (5, 3), (13, 3), (55, 3), (12, 1), (12, 4), (7, 9)])
+def test_window_kernel_equals_the_general_kernel_with_many_particles(k, d):
+    """Blocks of pairs: fewer pairs than a vector (K = 4), full blocks of
+    ``BLOCK`` and a partial last one (K = 13: 64 + 14; K = 55), idle lanes,
+    pair vectors on the stack (D <= 3) and on the heap (D = 4, 9). Both
+    kernels add the same terms in the same order here (no pair sits where
+    the window drops or adds a term above the cutoff), so they agree to the
+    last bit."""
+    rng = np.random.default_rng(k * 10 + d)
     psi = refimpl.RBFKernel(0.5 * rng.standard_normal((50, 10)))
-    x = 2.0 * rng.standard_normal((4, k, 3))
+    x = 2.0 * rng.standard_normal((4, k, d))
     for t in (0.0, 0.45, 1.0):
         (g_w, div_w), (g_g, div_g) = _both_paths(psi, x, t)
         assert np.all(np.isfinite(g_w)) and np.all(np.isfinite(div_w))
         np.testing.assert_array_equal(g_w, g_g)
         np.testing.assert_array_equal(div_w, div_g)
+
+
+def test_a_nan_distance_stays_on_the_grid():
+    """Inside a solve a stage state can turn non-finite before the solver
+    notices; the nearest-centre index of a NaN distance must stay on the grid
+    (it was INT64_MIN, an index far outside the scratch arrays), and both
+    kernels return NaN."""
+    assert refimpl.rbf.nearest_centre(np.nan, 0.0, 0.16, 50) == 0
+    assert refimpl.rbf.nearest_centre(np.inf, 0.0, 0.16, 50) == 49
+    assert refimpl.rbf.nearest_centre(-np.inf, 0.0, 0.16, 50) == 0
+    for r in np.linspace(-1.0, 9.0, 301):
+        assert refimpl.rbf.nearest_centre(r, 0.0, 0.16, 50) == int(
+            round(min(max(r / 0.16, 0.0), 49.0)))
+    psi = refimpl.RBFKernel(np.ones((50, 10)))
+    x = np.zeros((1, 3, 2))
+    x[0, 1] = [1.0, 0.5]
+    x[0, 2] = [np.nan, 0.0]
+    for g, div in _both_paths(psi, x, 0.5):
+        assert np.isnan(div[0]) and np.all(np.isnan(g[0, 4:]))
 
 
 @pytest.mark.parametrize("kwargs", [{"gamma": 1.0}, {"mu": [0.0, 0.5, 2.0, 4.0]}])
