@@ -218,7 +218,7 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
                 k = nearest[lane] + m
                 w = work[k] * e[m * BLOCK + lane]
                 psi[lane] += w
-                slope[lane] += -2.0 * gamma * (r[lane] - work[mu0 + k]) * w
+                slope[lane] += rbf.slope_term(gamma, r[lane] - work[mu0 + k], w)
         for lane in range(count):
             i_0 = pair_i[lane] * D
             j_0 = pair_j[lane] * D

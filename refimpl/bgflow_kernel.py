@@ -97,6 +97,15 @@ def _offsets(n_k, n_s):
     return mu, mu + n_k, mu + 2 * n_k, mu + 2 * n_k + n_s, im, im + n_k, im + n_k + n_k * n_s
 
 
+@njit(cache=True)
+def _time_exponent(theta, t, l_at, nu_at):
+    """``((t - nu_s) exp(l_s))^2``, the exponent of time Gaussian ``s``: scaled
+    before squaring, so a tiny width factor and a huge ``t`` give a finite
+    number (or ``inf``), never ``inf * 0``."""
+    scaled = (t - theta[nu_at]) * exp(theta[l_at])
+    return scaled * scaled
+
+
 @family_function("prepare")
 def _prepare(theta, t, ctx):
     n_k, n_s = int(theta[0]), int(theta[1])
@@ -107,8 +116,7 @@ def _prepare(theta, t, ctx):
     t0 = 2 * n_k + 1
     total = 0.0
     for s in range(n_s):
-        inv = exp(theta[lt + s])
-        ctx[t0 + s] = exp(-(t - theta[mt + s]) ** 2 * (inv * inv))
+        ctx[t0 + s] = exp(-_time_exponent(theta, t, lt + s, mt + s))
         total += ctx[t0 + s]
     c0 = 0.0
     for s in range(n_s):
@@ -158,9 +166,10 @@ def _prepare_vjp(theta, t, ctx, ctx_bar, theta_bar):
     for s in range(n_s):
         mean += _time_bar(theta, ctx, ctx_bar, s) * ctx[t0 + s]
     for s in range(n_s):
-        inv = exp(theta[lt + s])
-        theta_bar[lt + s] += ((_time_bar(theta, ctx, ctx_bar, s) - mean) * ctx[t0 + s]
-                              * -2.0 * (t - theta[mt + s]) ** 2 * (inv * inv))
+        q = _time_exponent(theta, t, lt + s, mt + s)
+        # q T_s -> 0 where T_s underflows to 0, also where q overflowed to inf
+        q_h = q * ctx[t0 + s] if ctx[t0 + s] > 0.0 else 0.0
+        theta_bar[lt + s] += (_time_bar(theta, ctx, ctx_bar, s) - mean) * -2.0 * q_h
 
 
 @njit(cache=True)

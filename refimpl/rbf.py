@@ -155,6 +155,15 @@ def _gaussians_in_ctx(theta, ctx, r):
     return lo, hi, e, theta[_HEADER: _HEADER + n_r], theta[2]
 
 
+@njit(cache=True)
+def slope_term(gamma, d, w):
+    """``-2 gamma d w``, the term of d psi / d r of a centre at distance ``d``
+    with weighted Gaussian ``w``; exactly 0 where ``w`` is 0, also where
+    ``2 gamma d`` overflows (a Gaussian far out underflows to 0 while
+    ``gamma d`` can exceed 1e308: inf * 0 would give NaN)."""
+    return -2.0 * gamma * d * w if w != 0.0 else 0.0
+
+
 @family_function("pair")
 def _pair(theta, ctx, r):
     lo, hi, e, mu, gamma = _gaussians_in_ctx(theta, ctx, r)
@@ -163,7 +172,7 @@ def _pair(theta, ctx, r):
     for k in range(lo, hi + 1):
         w = ctx[k] * e[k]
         value += w
-        slope += -2.0 * gamma * (r - mu[k]) * w
+        slope += slope_term(gamma, r - mu[k], w)
     return value, slope
 
 
@@ -192,8 +201,8 @@ def pair2_keeping_gaussians(theta, ctx, r):
         d = r - mu[k]
         w = ctx[k] * e[k]
         value += w
-        slope += -2.0 * gamma * d * w
-        curvature += (4.0 * gamma * gamma * d * d - 2.0 * gamma) * w
+        slope += slope_term(gamma, d, w)
+        curvature += (4.0 * gamma * gamma * d * d - 2.0 * gamma) * w if w != 0.0 else 0.0
     return value, slope, curvature, lo, hi
 
 
@@ -207,7 +216,8 @@ def add_pair_vjp(theta, ctx, r, lo, hi, g_psi, g_dpsi, ctx_bar):
     mu = theta[_HEADER: _HEADER + n_r]
     gamma = theta[2]
     for k in range(lo, hi + 1):
-        ctx_bar[k] += (g_psi - 2.0 * gamma * (r - mu[k]) * g_dpsi) * e[k]
+        if e[k] != 0.0:  # else the term is 0 (and its factor may have overflowed)
+            ctx_bar[k] += (g_psi - 2.0 * gamma * (r - mu[k]) * g_dpsi) * e[k]
 
 
 # The specialized kernel of ``refimpl._kernels`` evaluates psi on a fixed window

@@ -260,6 +260,29 @@ def test_rbf_is_finite_at_astronomical_distances():
     assert np.all(value == 0.0) and np.all(slope == 0.0)
 
 
+def test_far_gaussians_give_zero_terms_even_where_their_factors_overflow():
+    """Cases hypothesis found (NaN before): a narrow RBF far from its centres
+    (-2 gamma d overflows while the Gaussian underflows to 0: inf * 0) and a
+    bgflow time width e^-373 at t = -1e155 ((t - nu)^2 overflows while the
+    squared width factor underflows to 0)."""
+    from refimpl.bgflow_kernel import _offsets
+    narrow = refimpl.RBFKernel(np.ones((50, 10)), gamma=1.29e75)
+    value, slope = narrow.values(np.array([1e232, 3.0]), 0.5)
+    assert np.all(np.isfinite(value)) and np.all(np.isfinite(slope)) and value[0] == 0.0
+    x = np.array([[0.0, 0.0], [1e150, 0.0], [0.0, 1e150]])
+    assert np.all(np.isfinite(refimpl.vector_field(x - x.mean(0), 0.5,
+                                                   refimpl.RBFKernel(gamma=1e100))))
+    bg = refimpl.BgflowKernel(np.linspace(0.0, 6.0, 7), 0.7, np.linspace(0.0, 1.0, 3), 0.5,
+                              weights=np.ones((7, 3)))
+    theta = bg.theta.copy()
+    _, _, _, lt, im, _, _ = _offsets(7, 3)
+    theta[lt:im] = -373.0
+    wide_in_time = refimpl.BgflowKernel.from_theta(theta)
+    x = np.array([[0.0, 0.0], [1.0, 0.5], [-1.0, -0.5]])
+    for t in (-1e155, 1e300, 0.5):
+        assert np.all(np.isfinite(refimpl.vector_field(x, t, wide_in_time)))
+
+
 def test_parameters_beyond_max_parameter_are_refused_by_name_when_used():
     """Reviewer's cases (NaN or inf before): huge widths and weights are refused
     when the psi is used, naming the parameter; at the bound results are finite."""
