@@ -25,11 +25,25 @@ import numpy as np
 from numba import njit, prange, types
 
 from . import ode, rbf
-from ._kernels import augmented_rhs, compile_on_first_call, scratch
+from ._exp import exp
+from ._kernels import (BLOCK, MIN_LANES, _stack_array, _stack_index_array, augmented_rhs,
+                       compile_on_first_call, scratch)
 from .psi import PAIR2_TYPE, PAIR_TYPE, PAIR_VJP_TYPE, PREPARE_TYPE, PREPARE_VJP_TYPE
 from .tableau import A, B, C, N_STAGES
 
 _rk_step = ode.make_solver(augmented_rhs).rk_step
+
+
+@njit(cache=True)
+def _distance_and_dot(y, kbar, i, j, D):
+    """``r = |x_i - x_j|`` and ``s = (kbar_i - kbar_j) . (x_i - x_j)``."""
+    r2 = 0.0
+    s = 0.0
+    for d in range(D):
+        diff = y[i * D + d] - y[j * D + d]
+        r2 += diff * diff
+        s += (kbar[i * D + d] - kbar[j * D + d]) * diff
+    return math.sqrt(r2), s
 
 
 @njit(cache=True)
@@ -65,13 +79,7 @@ def augmented_rhs_vjp(t, y, kbar, theta, ctx, ctx_bar, prepare, pair2, pair_vjp,
     lbar = kbar[K * D]
     for i in range(K):
         for j in range(i + 1, K):
-            r2 = 0.0
-            s = 0.0
-            for d in range(D):
-                diff = y[i * D + d] - y[j * D + d]
-                r2 += diff * diff
-                s += (kbar[i * D + d] - kbar[j * D + d]) * diff
-            r = math.sqrt(r2)
+            r, s = _distance_and_dot(y, kbar, i, j, D)
             if rbf_psi:
                 value, slope, curvature, lo, hi = rbf.pair2_keeping_gaussians(theta, ctx, r)
             else:
@@ -96,6 +104,142 @@ def augmented_rhs_vjp(t, y, kbar, theta, ctx, ctx_bar, prepare, pair2, pair_vjp,
         rbf.add_coefficients_vjp(theta, ctx[n_r: n_r + int(theta[1])], ctx_bar, theta_bar)
     else:
         prepare_vjp(theta, t, ctx, ctx_bar, theta_bar)
+
+
+# The fixed window of ``_kernels.window_field_and_divergence``: the centres
+# ``nearest - WINDOW .. nearest + WINDOW`` of each pair, in blocks of pairs.
+_SPAN = 2 * rbf.WINDOW + 1
+_E_SIZE = _SPAN * BLOCK
+
+
+@njit(cache=True, error_model="numpy")
+def window_rhs_vjp(t, y, kbar, theta, work, c_bar, K, D, ybar, theta_bar):
+    """``augmented_rhs_vjp`` for the RBF psi, on the fixed window of the forward kernel.
+
+    ``work`` is the window scratch (``_kernels.psi_args``, ``rbf.window_setup``),
+    ``c_bar`` room for the cotangent of the padded ``c``. Each pair's
+    Gaussians are computed once, by the ratio recurrence of ``rbf._gaussians``
+    (the same expressions), ``rbf.WINDOW`` steps each way, in blocks of pairs
+    side by side as ``_kernels.window_field_and_divergence`` does. A term
+    counts where ``rbf._gaussians`` would keep it: the nearest centre, and
+    outwards from it the centres of the grid up to the first Gaussian below
+    ``rbf.GAUSSIAN_CUTOFF`` (they only fall outwards when the window applies,
+    so that is ``value >= GAUSSIAN_CUTOFF``); every other term is replaced by
+    an exact ``0.0``, which leaves a sum unchanged (a sum started at ``0.0``
+    is never ``-0.0``). The sums over centres run in increasing ``k`` and the
+    cotangents are added pair by pair in the order of ``augmented_rhs_vjp``,
+    with its expressions: the result is bitwise that of
+    ``augmented_rhs_vjp`` with the RBF family's functions.
+    """
+    rbf.window_prepare(theta, t, work)
+    n_r = int(theta[0])
+    n_t = int(theta[1])
+    gamma = theta[2]
+    spacing = theta[4]
+    mu_first = theta[5]
+    mu0 = rbf.window_mu_offset(n_r, n_t)
+    b0 = rbf.window_basis_offset(n_r, n_t)
+    n_pad = n_r + 2 * rbf.WINDOW
+    rho = exp(-2.0 * gamma * spacing * spacing)
+    r = _stack_array(BLOCK)
+    dot = _stack_array(BLOCK)
+    nearest = _stack_index_array(BLOCK)
+    first = _stack_array(BLOCK)
+    up = _stack_array(BLOCK)
+    down = _stack_array(BLOCK)
+    value = _stack_array(BLOCK)
+    psi = _stack_array(BLOCK)
+    slope = _stack_array(BLOCK)
+    curvature = _stack_array(BLOCK)
+    pair_i = _stack_index_array(BLOCK)
+    pair_j = _stack_index_array(BLOCK)
+    e = _stack_array(_E_SIZE)
+    keep = _stack_array(_E_SIZE)
+    for m in range(n_pad):
+        c_bar[m] = 0.0
+    lbar = kbar[K * D]
+    n_pairs = K * (K - 1) // 2
+    i = 0
+    j = 1
+    for start in range(0, n_pairs, BLOCK):
+        count = min(BLOCK, n_pairs - start)
+        lanes = max(count, MIN_LANES)
+        for lane in range(count, lanes):
+            r[lane] = mu_first  # an idle lane: computed, never used
+        for lane in range(count):
+            r[lane], dot[lane] = _distance_and_dot(y, kbar, i, j, D)
+            pair_i[lane] = i
+            pair_j[lane] = j
+            j += 1
+            if j == K:
+                i += 1
+                j = i + 1
+        for lane in range(lanes):
+            k0 = rbf.nearest_centre(r[lane], mu_first, spacing, n_r)
+            nearest[lane] = k0
+            d0 = r[lane] - work[mu0 + rbf.WINDOW + k0]
+            first[lane] = exp(-gamma * d0 * d0)
+            # capped only where the ratios lead onto padded centres (never kept)
+            up[lane] = exp(min(gamma * spacing * (2.0 * d0 - spacing), 700.0))
+            down[lane] = exp(min(-gamma * spacing * (2.0 * d0 + spacing), 700.0))
+        for lane in range(lanes):
+            e[rbf.WINDOW * BLOCK + lane] = first[lane]
+            keep[rbf.WINDOW * BLOCK + lane] = 1.0
+            value[lane] = first[lane]
+        for m in range(1, rbf.WINDOW + 1):
+            for lane in range(lanes):
+                value[lane] *= up[lane]
+                up[lane] *= rho
+                inside = (nearest[lane] + m < n_r) & (value[lane] >= rbf.GAUSSIAN_CUTOFF)
+                e[(rbf.WINDOW + m) * BLOCK + lane] = value[lane]
+                keep[(rbf.WINDOW + m) * BLOCK + lane] = 1.0 if inside else 0.0
+        for lane in range(lanes):
+            value[lane] = first[lane]
+        for m in range(1, rbf.WINDOW + 1):
+            for lane in range(lanes):
+                value[lane] *= down[lane]
+                down[lane] *= rho
+                inside = (nearest[lane] - m >= 0) & (value[lane] >= rbf.GAUSSIAN_CUTOFF)
+                e[(rbf.WINDOW - m) * BLOCK + lane] = value[lane]
+                keep[(rbf.WINDOW - m) * BLOCK + lane] = 1.0 if inside else 0.0
+        for lane in range(lanes):
+            psi[lane] = 0.0
+            slope[lane] = 0.0
+            curvature[lane] = 0.0
+        for m in range(_SPAN):
+            for lane in range(lanes):
+                k = nearest[lane] + m
+                kept = keep[m * BLOCK + lane] != 0.0
+                d = r[lane] - work[mu0 + k]
+                w = work[k] * e[m * BLOCK + lane]
+                psi[lane] += w if kept else 0.0
+                slope[lane] += rbf.slope_term(gamma, d, w) if kept else 0.0
+                bend = (4.0 * gamma * gamma * d * d - 2.0 * gamma) * w if w != 0.0 else 0.0
+                curvature[lane] += bend if kept else 0.0
+        for lane in range(count):  # pair by pair, in the order of augmented_rhs_vjp
+            i_0 = pair_i[lane] * D
+            j_0 = pair_j[lane] * D
+            rr = r[lane]
+            s = dot[lane]
+            radial = 0.0
+            if rr > 0.0:
+                radial = (s * slope[lane] - 2.0 * lbar * (curvature[lane] * rr
+                                                          + (1.0 + D) * slope[lane])) / rr
+            for d in range(D):
+                diff = y[i_0 + d] - y[j_0 + d]
+                ubar = psi[lane] * (kbar[i_0 + d] - kbar[j_0 + d]) + radial * diff
+                ybar[i_0 + d] += ubar
+                ybar[j_0 + d] -= ubar
+            g_psi = s - 2.0 * D * lbar
+            g_dpsi = -2.0 * rr * lbar
+            k0 = nearest[lane]
+            for m in range(_SPAN):
+                e_m = e[m * BLOCK + lane]
+                if keep[m * BLOCK + lane] != 0.0 and e_m != 0.0:  # as rbf.add_pair_vjp
+                    c_bar[k0 + m] += (g_psi - 2.0 * gamma * (rr - work[mu0 + k0 + m])
+                                      * g_dpsi) * e_m
+    rbf.add_coefficients_vjp(theta, work[b0: b0 + n_t], c_bar[rbf.WINDOW: rbf.WINDOW + n_r],
+                             theta_bar)
 
 
 @njit(cache=True)
@@ -156,7 +300,9 @@ def adjoint_one(y0, t0, times, n_steps, states, ybar_end, theta, work, window, c
     them), which gives the same states bitwise. Then sweeps backwards from
     the cotangent ``ybar_end`` of the final state. Writes the cotangent of
     ``y0`` into ``ybar0`` and adds the parameter cotangent into ``theta_bar``.
-    ``rbf_psi`` as for ``augmented_rhs_vjp``.
+    ``rbf_psi`` as for ``augmented_rhs_vjp``; with ``window`` too, the
+    pullbacks run on the forward kernel's window (``window_rhs_vjp``, the
+    same numbers) and ``ctx_bar`` has room for the padded ``c``.
     """
     n = y0.shape[0]
     taus = np.empty((n_steps, N_STAGES))
@@ -179,8 +325,13 @@ def adjoint_one(y0, t0, times, n_steps, states, ybar_end, theta, work, window, c
                 kbar[s, i] = h * B[s] * ybar[i]
         for s in range(N_STAGES - 1, -1, -1):
             stage_bar[:] = 0.0
-            augmented_rhs_vjp(taus[m, s], Ys[m, s], kbar[s], theta, ctx, ctx_bar, prepare, pair2,
-                              pair_vjp, prepare_vjp, K, D, stage_bar, theta_bar, rbf_psi)
+            if window and rbf_psi:
+                window_rhs_vjp(taus[m, s], Ys[m, s], kbar[s], theta, work, ctx_bar, K, D,
+                               stage_bar, theta_bar)
+            else:
+                augmented_rhs_vjp(taus[m, s], Ys[m, s], kbar[s], theta, ctx, ctx_bar, prepare,
+                                  pair2, pair_vjp, prepare_vjp, K, D, stage_bar, theta_bar,
+                                  rbf_psi)
             for i in range(n):
                 ybar[i] += stage_bar[i]
             for j in range(s):
@@ -226,7 +377,7 @@ def adjoint_batch(Y0, t0, times, n_steps, states, Ybar, theta, work_size, window
     for b in prange(Y0.shape[0]):
         work = scratch(theta, work_size, window)
         ctx = np.empty(max(ctx_size, 1))
-        ctx_bar = np.empty(max(ctx_size, 1))
+        ctx_bar = np.empty(max(ctx_size, work_size, 1))
         theta_bar[b, :] = 0.0
         adjoint_one(Y0[b], t0, times[b], n_steps[b], states[b], Ybar[b], theta, work, window,
                     ctx, ctx_bar, prepare, pair, pair2, pair_vjp, prepare_vjp, K, D, Y0bar[b],

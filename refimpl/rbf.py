@@ -296,6 +296,13 @@ def window_mu_offset(n_r, n_t):
     return _window_layout(n_r, n_t)[1]
 
 
+@njit(cache=True)
+def window_basis_offset(n_r, n_t):
+    """Where ``b(t)`` starts in the fixed-window scratch: ``b_l`` is at
+    ``window_basis_offset + l`` (after ``window_prepare``)."""
+    return _window_layout(n_r, n_t)[2]
+
+
 @njit(cache=True, error_model="numpy")
 def window_prepare(theta, t, work):
     """``c(t)`` into the padded part of ``work``, as ``coefficients`` computes it.

@@ -8,7 +8,7 @@ import refimpl
 from refimpl._kernels import field_and_divergence_batch, psi_args
 from refimpl.psi import check_psi
 
-from twins import divergence, field, numpy_psi
+from twins import WINDOW_LAYOUTS, divergence, field, numpy_psi, stress_distances
 
 # The window kernel adds the same terms as ``_pair`` in the same order, plus
 # terms below GAUSSIAN_CUTOFF (1e-22 relative to |c|) that ``_pair`` drops:
@@ -37,11 +37,7 @@ def _both_paths(psi, x, t):
 def _stress_configurations(psi, rng):
     """Pairs at distance 0, at and between every centre, just past both ends of
     the grid, far beyond it, and astronomically far."""
-    mu = psi.mu
-    spacing = mu[1] - mu[0]
-    distances = np.concatenate([[0.0, 1e-300, 1e-9], mu, mu + 0.5 * spacing, mu + 0.4999 * spacing,
-                                mu[-1] + spacing * np.array([0.51, 1.0, 3.0, 10.5, 30.0]),
-                                [1e3, 1e18, 1e150], rng.uniform(0.0, mu[-1] + 2.0, 64)])
+    distances = stress_distances(psi.mu, rng, [1e3, 1e18, 1e150], 64)
     x = np.zeros((distances.size, 2, 2))
     angle = rng.uniform(0.0, 2.0 * np.pi, distances.size)
     x[:, 1, 0] = distances * np.cos(angle)
@@ -49,12 +45,7 @@ def _stress_configurations(psi, rng):
     return x
 
 
-@pytest.mark.parametrize("kwargs", [
-    {},  # the benchmark's 50 x 10 layout
-    {"n_distance": 5, "n_time": 3},  # fewer centres than the window
-    {"n_distance": 80, "r_max": 3.0, "gamma": 400.0},  # narrow Gaussians
-    {"mu": np.linspace(1.0, 6.0, 30)},  # grid not starting at 0: r below the first centre
-])
+@pytest.mark.parametrize("kwargs", WINDOW_LAYOUTS)
 def test_window_kernel_matches_the_general_kernel_and_the_twin(kwargs):
     rng = np.random.default_rng(5)
     probe = refimpl.RBFKernel(**kwargs)

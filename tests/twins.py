@@ -1,6 +1,7 @@
 """Plain NumPy transcriptions of the formulas, written independently of the
 Numba kernels, to serve as oracles in the tests: the field and divergence here,
-psi by each family's NumPy formula in the package."""
+psi by each family's NumPy formula in the package; and the stress distances at
+which the tests compare the RBF kernels' fixed-window paths with the general ones."""
 
 import numpy as np
 
@@ -31,3 +32,23 @@ def divergence(x, t, psi_fn):
     value, slope = psi_fn(r, t)
     terms = slope * r + d * value
     return np.sum(terms) - np.trace(terms)
+
+
+# RBFKernel arguments of layouts that fit the fixed-window kernels (rbf.fits_window)
+WINDOW_LAYOUTS = [
+    {},  # the benchmark's 50 x 10 layout
+    {"n_distance": 5, "n_time": 3},  # fewer centres than the window
+    {"n_distance": 80, "r_max": 3.0, "gamma": 400.0},  # narrow Gaussians
+    {"mu": np.linspace(1.0, 6.0, 30)},  # grid not starting at 0: r below the first centre
+]
+
+
+def stress_distances(mu, rng, far, n_random):
+    """Distances that stress an RBF kernel on the centres ``mu`` (equally
+    spaced): 0 and nearly 0, at and between every centre, just past both
+    halves of a spacing, past the end of the grid by up to 30 spacings, the
+    distances ``far``, and ``n_random`` uniform ones up to 2 past the grid."""
+    spacing = mu[1] - mu[0]
+    return np.concatenate([[0.0, 1e-300, 1e-9], mu, mu + 0.5 * spacing, mu + 0.4999 * spacing,
+                           mu[-1] + spacing * np.array([0.51, 1.0, 3.0, 10.5, 30.0]),
+                           far, rng.uniform(0.0, mu[-1] + 2.0, n_random)])
