@@ -58,9 +58,11 @@ from ._validate import as_float_array
 INITIAL_RECORDED_STEPS = 256
 # When a gradient follows, the solve also records the stage states of its
 # accepted steps (N_STAGES (K D + 1) floats per step and sample), so that the
-# adjoint need not replay it. Room for them is reserved for as many steps as
-# step times, but for at most this many bytes per solve; the adjoint replays
-# the samples whose steps did not fit (the same numbers, more time).
+# adjoint need not replay it: first room for this many steps (a repeated solve
+# has room for all), and never more than MAX_RECORDED_STATE_BYTES per solve.
+# The adjoint replays the samples whose steps did not fit (the same numbers,
+# more time).
+INITIAL_RECORDED_STATE_STEPS = 64
 MAX_RECORDED_STATE_BYTES = 2**27
 
 
@@ -188,15 +190,17 @@ def _solve_rows(solver, theta, y0, t_start, t_end, shape, record, record_states=
     Returns ``(y_end, Steps or None, SolverStats, states or None)``; the
     steps are row-major; ``states`` (with ``record_states``) holds the stage
     states of the accepted steps, ``(B, m, N_STAGES, K D + 1)``, for the
-    samples that took at most ``m`` steps (``MAX_RECORDED_STATE_BYTES``).
+    samples that took at most ``m`` steps (``INITIAL_RECORDED_STATE_STEPS``).
     """
     width = min(solver.max_steps, INITIAL_RECORDED_STEPS) if record else 0
+    state_width = min(width, INITIAL_RECORDED_STATE_STEPS) if record_states else 0
     y, times, counts, states = _solve_kernel(solver, theta, y0, t_start, t_end, shape, width,
-                                             record_states)
+                                             state_width)
     n_steps = np.ascontiguousarray(counts[:, ode.NACCEPT])
     if record and n_steps.max(initial=0) > width:
+        width = int(n_steps.max())
         y, times, counts, states = _solve_kernel(solver, theta, y0, t_start, t_end, shape,
-                                                 int(n_steps.max()), record_states)
+                                                 width, width if record_states else 0)
     stats = _stats(counts, shape[:-2])
     return y, Steps(times, n_steps) if record else None, stats, states
 
@@ -212,7 +216,10 @@ def _state_record(n_rows, n, width):
     return np.empty((n_rows, width, N_STAGES, n))
 
 
-def _solve_kernel(solver, theta, y0, t_start, t_end, shape, width, record_states=False):
+def _solve_kernel(solver, theta, y0, t_start, t_end, shape, width, state_width=0):
+    """Run ``solve_flow_batch`` recording ``width`` step times and the stage
+    states of ``state_width`` steps (``_state_record``) per sample; returns
+    ``(y_end, times, counts, states or None)``."""
     psi = solver.psi
     batch_shape, (k, d) = shape[:-2], shape[-2:]
     n_batch = y0.shape[0]
@@ -221,7 +228,7 @@ def _solve_kernel(solver, theta, y0, t_start, t_end, shape, width, record_states
     status = np.zeros(n_batch, dtype=np.int64)
     t_reached = np.empty(n_batch)
     times = np.empty((n_batch, width))
-    states = _state_record(n_batch, y0.shape[1], width if record_states else 0)
+    states = _state_record(n_batch, y0.shape[1], state_width)
     solve_flow_batch(y0, t_start, t_end, solver.rtol, solver.atol, solver.max_steps, theta,
                      *psi_args(psi), k, d, y, counts, status, t_reached, times, states)
     failed = np.flatnonzero(status != ode.SUCCESS)
@@ -234,7 +241,7 @@ def _solve_kernel(solver, theta, y0, t_start, t_end, shape, width, record_states
                   f" max_steps={solver.max_steps}){more}")
         raise SolverError(tuple(int(i) for i in index), int(status[b]), float(t_reached[b]),
                           detail, _stats(counts, batch_shape))
-    return y, times, counts, states if record_states else None
+    return y, times, counts, states if state_width else None
 
 
 def _replay_rows(psi, theta, y0, t_start, steps, k, d):

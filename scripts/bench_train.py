@@ -2,8 +2,9 @@
 
 ML + KL loss on DW4 (K = 4, D = 2), batch 64, 50 x 10 RBF kernels,
 rtol = atol = 1e-5, weights 0.02 N(0, 1) (seed 0). Prints the time per step
-and its split (forward solves vs. the adjoint), then the peak memory of one
-gradient for batch 256 and its growth with the number of solver steps.
+(best and mean of 20) and its split (forward solves vs. the adjoint, each the
+best of the 20 steps), then the peak memory of one gradient for batch 256
+and its growth with the number of solver steps.
 
 Usage: python scripts/bench_train.py
 """
@@ -77,7 +78,12 @@ class _Timer:
 
 
 def time_steps(batch=64, repeats=20):
-    """Mean and best seconds per step over ``repeats`` steps, and the mean split."""
+    """Mean and best seconds per step over ``repeats`` steps, and the split.
+
+    The split holds, for the forward solves and for the adjoint, the least
+    time a step spent in them (best of ``repeats``, each part on its own:
+    on a shared machine the best step need not hold the best of each part).
+    """
     model = _model()
     step = _step_function(model, batch)
     rng = np.random.default_rng(0)
@@ -88,15 +94,20 @@ def time_steps(batch=64, repeats=20):
     timer.wrap(engine, "solve_flow_batch", "forward")
     timer.wrap(engine, "adjoint_batch", "adjoint")
     durations = []
+    split = {label: np.inf for label in timer.seconds}
     try:
         for _ in range(repeats):
+            for label in timer.seconds:
+                timer.seconds[label] = 0.0
             start = time.perf_counter()
             step(params, rng)
             durations.append(time.perf_counter() - start)
+            for label, seconds in timer.seconds.items():
+                split[label] = min(split[label], seconds)
     finally:
         timer.restore()
-    split = {k: v / repeats for k, v in timer.seconds.items()}
-    return float(np.mean(durations)), split, float(np.min(durations))
+    return float(np.mean(durations)), {k: float(v) for k, v in split.items()}, \
+        float(np.min(durations))
 
 
 def peak_memory(batch, tol):
@@ -118,13 +129,17 @@ def main():
     print(f"machine: {m['cpu']}, {m['cores']} cores, {m['threads']} Numba threads, numba "
           f"{m['numba']}, load average {m['load_average'][0]:.2f}")
     total, split, best = time_steps()
-    other = total - sum(split.values())
+    other = best - sum(split.values())
     print(f"\ntraining step (ML + KL, batch 64, K = 4, D = 2, 50 x 10 RBF, tol 1e-5): "
-          f"{best * 1e3:.1f} ms best, {total * 1e3:.1f} ms mean")
-    print(f"  forward solves: {split['forward'] * 1e3:.1f} ms, adjoint: "
-          f"{split['adjoint'] * 1e3:.1f} ms, autograd/NumPy/Python: {other * 1e3:.1f} ms")
+          f"{best * 1e3:.1f} ms best, {total * 1e3:.1f} ms mean of 20")
+    print(f"  best of 20 per part: forward solves {split['forward'] * 1e3:.1f} ms, adjoint "
+          f"{split['adjoint'] * 1e3:.1f} ms; the rest of the best step (autograd, NumPy, "
+          f"Python) {other * 1e3:.1f} ms")
+    print(f"  load average at the end {os.getloadavg()[0]:.2f}")
     print("\npeak traced memory of one ML + KL gradient, batch 256 "
-          "(tracemalloc: NumPy arrays; Numba's per-sample scratch is not traced)")
+          "(tracemalloc: NumPy arrays as allocated, among them the stage-state records\n"
+          "  of the two solves, room for 64 steps per sample of which only the steps taken are "
+          "written;\n  Numba's per-sample scratch is not traced)")
     for tol in (1e-4, 1e-5, 1e-7, 1e-9):
         peak, steps = peak_memory(256, tol)
         print(f"  tol {tol:.0e}: {peak / 2**20:6.1f} MiB, {steps:5.1f} accepted steps per sample")
