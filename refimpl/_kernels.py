@@ -13,10 +13,10 @@ import math
 
 import numpy as np
 from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from . import ode, rbf
+from ._exp import exp as _exp
+from ._intrinsics import stack_array, stack_index_array
 from .psi import PAIR_TYPE, PREPARE_TYPE, compiled
 
 
@@ -69,42 +69,6 @@ def _add_pair(x, i, j, D, value, slope, r, g):
     return slope * r + D * value
 
 
-def _stack_array_intrinsic(dtype):
-    """An intrinsic ``f(size)`` returning a ``dtype`` array of literal ``size``
-    on the calling function's stack.
-
-    LLVM knows that nothing else points into it, so loops that store into
-    such arrays while reading others vectorize; valid until the calling
-    function returns (never return it).
-    """
-    array_type = types.Array(dtype, 1, "C")
-
-    def stack_array(typingctx, size):
-        if not isinstance(size, types.IntegerLiteral):
-            return None
-        n = size.literal_value
-
-        def codegen(context, builder, signature, args):
-            element = context.get_value_type(dtype)
-            data = cgutils.alloca_once(builder, element, size=n)
-            array = context.make_array(array_type)(context, builder)
-            itemsize = context.get_constant(types.intp, context.get_abi_sizeof(element))
-            context.populate_array(array, data=data,
-                                   shape=[context.get_constant(types.intp, n)],
-                                   strides=[itemsize], itemsize=itemsize, meminfo=None)
-            return array._getvalue()
-
-        return array_type(size), codegen
-
-    stack_array.__name__ = f"_stack_array_{dtype}"
-    return intrinsic(stack_array)
-
-
-_stack_array = _stack_array_intrinsic(types.float64)
-_stack_index_array = _stack_array_intrinsic(types.int64)
-
-from ._exp import exp as _exp
-
 # Pairs evaluated side by side by ``window_field_and_divergence``: each step
 # of the per-pair arithmetic is a loop over a block of up to BLOCK pairs with a
 # run-time trip count, which LLVM's loop vectorizer turns into SIMD code
@@ -115,7 +79,8 @@ BLOCK = 64
 _SPAN = 2 * rbf.WINDOW + 1
 _E_SIZE = _SPAN * BLOCK
 # The pair vectors x_i - x_j of a block are kept on the stack for D <= 3
-# (in a heap array beyond), so the field is accumulated without recomputing them.
+# (recomputed, the same numbers, beyond), so the field is accumulated without
+# computing them again.
 _STACK_DIMS = 3
 MIN_LANES = 8
 _DIFF_SIZE = _STACK_DIMS * BLOCK
@@ -138,7 +103,7 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
     padded terms stay finite and add ``0 * e = 0``.
 
     Pairs go through in blocks of up to ``BLOCK``, each step a loop across
-    the block over stack arrays (``_stack_array``) that LLVM runs in SIMD
+    the block over stack arrays (``_intrinsics.stack_array``) that LLVM runs in SIMD
     lanes; field and divergence are then accumulated pair by pair in the
     order of ``field_and_divergence``, with the same products (the pair
     vectors ``x_i - x_j`` are kept from the distance step). ``c`` and ``mu``
@@ -152,18 +117,19 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
     mu_first = theta[5]
     mu0 = rbf.window_mu_offset(n_r, int(theta[1]))
     rho = _exp(-2.0 * gamma * spacing * spacing)
-    r = _stack_array(BLOCK)
-    nearest = _stack_index_array(BLOCK)
-    first = _stack_array(BLOCK)
-    up = _stack_array(BLOCK)
-    down = _stack_array(BLOCK)
-    value = _stack_array(BLOCK)
-    psi = _stack_array(BLOCK)
-    slope = _stack_array(BLOCK)
-    pair_i = _stack_index_array(BLOCK)
-    pair_j = _stack_index_array(BLOCK)
-    e = _stack_array(_E_SIZE)
-    diffs = _stack_array(_DIFF_SIZE) if D <= _STACK_DIMS else np.empty(BLOCK * D)
+    r = stack_array(BLOCK)
+    nearest = stack_index_array(BLOCK)
+    first = stack_array(BLOCK)
+    up = stack_array(BLOCK)
+    down = stack_array(BLOCK)
+    value = stack_array(BLOCK)
+    psi = stack_array(BLOCK)
+    slope = stack_array(BLOCK)
+    pair_i = stack_index_array(BLOCK)
+    pair_j = stack_index_array(BLOCK)
+    e = stack_array(_E_SIZE)
+    diffs = stack_array(_DIFF_SIZE)
+    keep = D <= _STACK_DIMS
     for m in range(K * D):
         g[m] = 0.0
     div = 0.0
@@ -179,7 +145,8 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
             r2 = 0.0
             for d in range(D):
                 diff = x[i * D + d] - x[j * D + d]
-                diffs[lane * D + d] = diff
+                if keep:
+                    diffs[lane * D + d] = diff
                 r2 += diff * diff
             r[lane] = math.sqrt(r2)
             pair_i[lane] = i
@@ -223,7 +190,8 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
             i_0 = pair_i[lane] * D
             j_0 = pair_j[lane] * D
             for d in range(D):
-                share = psi[lane] * diffs[lane * D + d]
+                diff = diffs[lane * D + d] if keep else x[i_0 + d] - x[j_0 + d]
+                share = psi[lane] * diff
                 g[i_0 + d] += share
                 g[j_0 + d] -= share
             div += slope[lane] * r[lane] + D * psi[lane]

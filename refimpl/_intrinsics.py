@@ -1,0 +1,42 @@
+"""Numba intrinsics for the hot kernels: small arrays on the stack.
+
+``stack_array(n)`` and ``stack_index_array(n)`` give a float64 / int64 array
+of literal length ``n`` in the calling function's frame: no allocation, no
+reference counting, and LLVM knows that nothing else points into it, so
+loops that store into such arrays while reading others vectorize. Valid
+until the calling function returns: never return one or keep it.
+"""
+
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+
+def _stack_array_intrinsic(dtype):
+    """An intrinsic ``f(size)`` returning a ``dtype`` array of literal ``size``
+    on the calling function's stack."""
+    array_type = types.Array(dtype, 1, "C")
+
+    def stack_array(typingctx, size):
+        if not isinstance(size, types.IntegerLiteral):
+            return None
+        n = size.literal_value
+
+        def codegen(context, builder, signature, args):
+            element = context.get_value_type(dtype)
+            data = cgutils.alloca_once(builder, element, size=n)
+            array = context.make_array(array_type)(context, builder)
+            itemsize = context.get_constant(types.intp, context.get_abi_sizeof(element))
+            context.populate_array(array, data=data,
+                                   shape=[context.get_constant(types.intp, n)],
+                                   strides=[itemsize], itemsize=itemsize, meminfo=None)
+            return array._getvalue()
+
+        return array_type(size), codegen
+
+    stack_array.__name__ = f"stack_array_{dtype}"
+    return intrinsic(stack_array)
+
+
+stack_array = _stack_array_intrinsic(types.float64)
+stack_index_array = _stack_array_intrinsic(types.int64)
