@@ -22,7 +22,7 @@ and a fair scipy baseline: a loop of ``solve_ivp(method="RK45")`` with a
 vectorized NumPy right-hand side (the same field and divergence), timed
 after a warm-up, against refimpl on one thread.
 
-Usage: python scripts/bench_flow.py [--json] [--quick]
+Usage: python scripts/bench_flow.py [--json] [--quick] [--save FILE]
 """
 
 import argparse
@@ -41,6 +41,7 @@ from scipy.integrate import solve_ivp
 
 import refimpl
 from refimpl._exp import exp as own_exp
+from refimpl.files import write_json
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import bench_train  # noqa: E402
@@ -196,6 +197,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON document instead")
     parser.add_argument("--quick", action="store_true", help="fewer samples (noisier figures)")
+    parser.add_argument("--save", metavar="FILE",
+                        help="also write the JSON document to FILE (docs/benchmarks.json is "
+                        "what scripts/update_readme.py renders into the README)")
     args = parser.parse_args()
     scale = 0.2 if args.quick else 1.0
     report = {"machine": bench_train.machine(), "tol": 1e-5, "rows": {}, "cost_vs_k": [],
@@ -271,6 +275,11 @@ def main():
         f"side {scipy_rate:,.0f} samples/s ({scipy_nfev:.0f} evaluations per sample); refimpl on "
         f"one thread {ours:,.0f} samples/s ({ours / scipy_rate:,.0f} x)")
     report["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    report["machine"]["date"] = time.strftime("%Y-%m-%d", time.gmtime())
+    report["quick"] = args.quick
+    report["refimpl"] = refimpl.__version__
+    if args.save:
+        write_json(args.save, report)
     if args.json:
         print(json.dumps(report, indent=1))
     else:

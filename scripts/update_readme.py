@@ -7,7 +7,10 @@
 Every number the run produces is written between the markers
 ``<!-- generated: NAME -->`` and ``<!-- end generated: NAME -->`` in README.md
 (the text in between is replaced, nothing else), and the run's
-``figure1.png`` is copied to ``docs/figure1.png``. The sentences that
+``figure1.png`` is copied to ``docs/figure1.png``. The Performance table is
+rendered the same way from ``docs/benchmarks.json``, which
+``python scripts/bench_flow.py --save docs/benchmarks.json`` writes (a measurement of
+the machine it runs on, so it is stored rather than re-run). The sentences that
 interpret the numbers are written here too, chosen by the numbers, so the
 prose cannot contradict the tables. ``tests/test_readme_results.py`` runs
 the same default run and fails when README.md differs from it: after any
@@ -32,6 +35,13 @@ from refimpl.experiments.common import system
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 FIGURE = ROOT / "docs" / "figure1.png"
+# Written by ``python scripts/bench_flow.py --save docs/benchmarks.json`` on the project's
+# machine; rendered into the README's Performance section (the figures are the code's,
+# measured, not typed in; re-measure and re-run this script to change them).
+BENCHMARKS = ROOT / "docs" / "benchmarks.json"
+# Issue 10's targets on the project's 2-core machine (rtol = atol = 1e-5, 50 x 10 RBF psi).
+TARGETS = {"DW4": 120_000, "LJ13": 15_000, "LJ55": 500, "train_step_s": 6e-3,
+           "cold_start_s": 8.0, "single_call_s": 10e-6}
 MARKER = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)"
                     r"(<!-- end generated: (?P=name) -->)", flags=re.S)
 
@@ -48,7 +58,8 @@ def load_run(results):
         raise SystemExit(f"{results} was written by refimpl {run['refimpl']}, "
                          f"this is {refimpl.__version__}")
     return {"run": run, "table1": json.loads((results / "table1.json").read_text()),
-            "experiment2": json.loads((results / "experiment2.json").read_text())}
+            "experiment2": json.loads((results / "experiment2.json").read_text()),
+            "benchmarks": json.loads(BENCHMARKS.read_text())}
 
 
 def _num(value, digits=2):
@@ -60,6 +71,12 @@ def _sci(value):
     """``1e-05`` printed as ``1e-5``."""
     return re.sub(r"e([+-])0*(\d)", lambda m: "e" + m.group(1).replace("+", "") + m.group(2),
                   f"{value:g}")
+
+
+def _power_of_ten(value):
+    """``0.001`` printed as ``1e-3``."""
+    return re.sub(r"e([+-])0*(\d)", lambda m: "e" + m.group(1).replace("+", "") + m.group(2),
+                  f"{value:.0e}")
 
 
 def _paragraph(text):
@@ -204,11 +221,79 @@ def _experiment2(s, e):
     return "\n".join(lines + [_paragraph(prose)])
 
 
+def _rate(value):
+    """Samples/s rounded to three significant digits, printed with thin spaces."""
+    digits = max(len(str(int(value))) - 3, 0)
+    return _count(int(round(value, -digits)))
+
+
+def _performance(b):
+    """The Performance table and the paragraphs that read it, from ``bench_flow.py --save``."""
+    m, rows = b["machine"], b["rows"]
+    train = rows["train_step"]
+    cold = rows["cold_start"]
+    per_pair = {c["K"]: c["ns_per_pair"] for c in b["cost_vs_k"]}
+    met = {"DW4": rows["DW4"]["samples_per_s"] >= TARGETS["DW4"],
+           "LJ13": rows["LJ13"]["samples_per_s"] >= TARGETS["LJ13"],
+           "LJ55": rows["LJ55"]["samples_per_s"] >= TARGETS["LJ55"],
+           "training step": train["mean_s"] <= TARGETS["train_step_s"],
+           "cold start": cold["empty_cache_s"] <= TARGETS["cold_start_s"],
+           "single call": rows["single_call_s"] <= TARGETS["single_call_s"]}
+    load = f"{m['load_average'][0]:.1f} at the start, {m['load_average_end'][0]:.1f} at the end"
+    lines = [_paragraph(
+        f"Measured on {m['date']} with `python scripts/bench_flow.py --save docs/benchmarks.json"
+        f"{' --quick' if b.get('quick') else ''}` (refimpl {b.get('refimpl', '?')}): {m['cpu']}, "
+        f"{m['cores']} cores, {m['threads']} Numba threads, Python {m['python']}, NumPy "
+        f"{m['numpy']}, Numba {m['numba']}; load average {load}."), "",
+        "| | measured | target (issue 10) |", "| --- | ---: | ---: |"]
+    for name, (k, d) in (("DW4", (4, 2)), ("LJ13", (13, 3)), ("LJ55", (55, 3))):
+        lines.append(f"| {name} (K = {k}, D = {d}) sampling | "
+                     f"{_rate(rows[name]['samples_per_s'])} samples/s | "
+                     f">= {_count(TARGETS[name])} |")
+    lines += [
+        f"| DW4 training step (ML + KL, batch 64) | {train['mean_s'] * 1e3:.1f} ms mean, "
+        f"{train['best_s'] * 1e3:.1f} ms best (forward {train['forward'] * 1e3:.1f}, adjoint "
+        f"{train['adjoint'] * 1e3:.1f}) | <= {TARGETS['train_step_s'] * 1e3:g} ms |",
+        f"| cold start: import + compile + first sample | {cold['empty_cache_s']:.1f} s "
+        f"({cold['warm_cache_s']:.2f} s with a warm cache) | <= {TARGETS['cold_start_s']:g} s |",
+        f"| one `vector_field` call on one (4, 2) configuration | "
+        f"{rows['single_call_s'] * 1e6:.1f} us | <= {TARGETS['single_call_s'] * 1e6:g} us |",
+        "| one field + divergence evaluation, per pair, K = 4 / 13 / 55 (1 thread) | "
+        + " / ".join(f"{per_pair[k]:.0f}" for k in (4, 13, 55)) + " ns | |", ""]
+    hit = [name for name, ok in met.items() if ok]
+    missed = [name for name, ok in met.items() if not ok]
+    verdict = (f"Targets met in this run: {', '.join(hit) if hit else 'none'}; not met: "
+               f"{', '.join(missed) if missed else 'none'}.")
+    grows = "; ".join(f"K = {c['K']}: {c['ns_per_pair']:.0f} ns per pair, "
+                      f"{c['us_per_sample']:.2f} us per sample" for c in b["cost_vs_k"])
+    tolerance = sorted(b["tolerance"], key=lambda r: -r["tol"])
+    tol_text = ", ".join(f"{_power_of_ten(r['tol'])}: {r['nfev_per_sample']:.0f} evaluations, "
+                         f"{_rate(r['samples_per_s'])} samples/s" for r in tolerance)
+    threads = "; ".join(
+        f"{r['system']} " + " -> ".join(f"{_rate(v)} ({t} thread{'s' * (int(t) > 1)})"
+                                        for t, v in sorted(r["samples_per_s"].items(),
+                                                           key=lambda kv: int(kv[0])))
+        for r in b["threads"])
+    sc = b["scipy"]
+    prose = (f"{verdict} How cost grows with K (one field + divergence evaluation, one thread): "
+             f"{grows}. DW4 against the tolerance ({m['threads']} threads): {tol_text}. "
+             f"Threads (samples are independent): {threads}. The scipy baseline (a loop of "
+             f"`solve_ivp(method=\"RK45\")` with a vectorized NumPy right-hand side, warm-up "
+             f"excluded): {_rate(sc['samples_per_s'])} DW4 samples/s against refimpl's "
+             f"{_rate(sc['refimpl_one_thread'])} on one thread "
+             f"({sc['refimpl_one_thread'] / sc['samples_per_s']:.0f}x).")
+    if "exp" in b:
+        prose += (f" refimpl's own `exp` in an array loop: {b['exp']['ns_own_exp']:.2f} ns per "
+                  f"call, `math.exp` {b['exp']['ns_math_exp']:.2f} ns.")
+    return "\n".join(lines + [_paragraph(prose)])
+
+
 def render(data):
     """``{block name: Markdown}`` for the README, from ``load_run``'s output."""
     s = data["run"]["settings"]
     return {"setup": _setup(s), "table1": _table1(s, data["table1"]),
-            "experiment2": _experiment2(s, data["experiment2"])}
+            "experiment2": _experiment2(s, data["experiment2"]),
+            "performance": _performance(data["benchmarks"])}
 
 
 def splice(text, blocks):

@@ -67,3 +67,20 @@ def test_splice_rewrites_only_between_markers_and_needs_every_block():
         update_readme.splice(text, {"a": "new"})
     with pytest.raises(ValueError, match="markers"):
         update_readme.splice(text, {"a": "1", "b": "2", "c": "3"})
+
+
+def test_performance_verdict_follows_the_numbers():
+    """The sentence naming met and missed targets is chosen by the measured
+    figures, so it cannot contradict the table (synthetic measurements)."""
+    bench = update_readme.json.loads(update_readme.BENCHMARKS.read_text())
+    fast = update_readme.json.loads(update_readme.json.dumps(bench))
+    for name in ("DW4", "LJ13", "LJ55"):
+        fast["rows"][name]["samples_per_s"] = 2.0 * update_readme.TARGETS[name]
+    fast["rows"]["train_step"]["mean_s"] = 0.5 * update_readme.TARGETS["train_step_s"]
+    fast["rows"]["cold_start"]["empty_cache_s"] = 0.5 * update_readme.TARGETS["cold_start_s"]
+    fast["rows"]["single_call_s"] = 0.5 * update_readme.TARGETS["single_call_s"]
+    text = update_readme._performance(fast)
+    assert "not met: none." in text and "240 000 samples/s" in text
+    slow = update_readme.json.loads(update_readme.json.dumps(fast))
+    slow["rows"]["LJ55"]["samples_per_s"] = 0.5 * update_readme.TARGETS["LJ55"]
+    assert "not met: LJ55." in update_readme._performance(slow)
