@@ -26,8 +26,8 @@ from numba import njit, prange, types
 
 from . import ode, rbf
 from ._exp import exp
-from ._kernels import (BLOCK, MIN_LANES, _stack_array, _stack_index_array, augmented_rhs,
-                       compile_on_first_call, scratch)
+from ._intrinsics import stack_array, stack_index_array
+from ._kernels import BLOCK, MIN_LANES, augmented_rhs, compile_on_first_call, scratch
 from .psi import PAIR2_TYPE, PAIR_TYPE, PAIR_VJP_TYPE, PREPARE_TYPE, PREPARE_VJP_TYPE
 from .tableau import A, B, C, N_STAGES
 
@@ -141,20 +141,20 @@ def window_rhs_vjp(t, y, kbar, theta, work, c_bar, K, D, ybar, theta_bar):
     b0 = rbf.window_basis_offset(n_r, n_t)
     n_pad = n_r + 2 * rbf.WINDOW
     rho = exp(-2.0 * gamma * spacing * spacing)
-    r = _stack_array(BLOCK)
-    dot = _stack_array(BLOCK)
-    nearest = _stack_index_array(BLOCK)
-    first = _stack_array(BLOCK)
-    up = _stack_array(BLOCK)
-    down = _stack_array(BLOCK)
-    value = _stack_array(BLOCK)
-    psi = _stack_array(BLOCK)
-    slope = _stack_array(BLOCK)
-    curvature = _stack_array(BLOCK)
-    pair_i = _stack_index_array(BLOCK)
-    pair_j = _stack_index_array(BLOCK)
-    e = _stack_array(_E_SIZE)
-    keep = _stack_array(_E_SIZE)
+    r = stack_array(BLOCK)
+    dot = stack_array(BLOCK)
+    nearest = stack_index_array(BLOCK)
+    first = stack_array(BLOCK)
+    up = stack_array(BLOCK)
+    down = stack_array(BLOCK)
+    value = stack_array(BLOCK)
+    psi = stack_array(BLOCK)
+    slope = stack_array(BLOCK)
+    curvature = stack_array(BLOCK)
+    pair_i = stack_index_array(BLOCK)
+    pair_j = stack_index_array(BLOCK)
+    e = stack_array(_E_SIZE)
+    keep = stack_array(_E_SIZE)
     for m in range(n_pad):
         c_bar[m] = 0.0
     lbar = kbar[K * D]
