@@ -46,8 +46,7 @@ from autograd.tracer import getval, isbox
 
 from . import ode
 from ._adjoint import adjoint_batch, rbf_pullback, replay_batch
-from ._kernels import (field_and_divergence_batch, field_and_divergence_one, psi_args,
-                       solve_flow_batch)
+from ._kernels import field_and_divergence_batch, field_args, psi_args, solve_flow_batch
 from .psi import compiled
 from .tableau import N_STAGES
 from ._validate import as_float_array
@@ -132,8 +131,7 @@ def field_and_divergence(psi, x, t):
     flat = np.ascontiguousarray(x.reshape(-1, k * d))
     g = np.empty_like(flat)
     div = np.empty(flat.shape[0])
-    kernel = field_and_divergence_one if flat.shape[0] == 1 else field_and_divergence_batch
-    kernel(flat, t, psi.theta, *psi_args(psi), k, d, g, div)
+    field_and_divergence_batch(flat, t, psi.theta, *field_args(psi), k, d, g, div)
     return g.reshape(x.shape), div.reshape(x.shape[:-2])
 
 
@@ -230,7 +228,7 @@ def _solve_kernel(solver, theta, y0, t_start, t_end, shape, width, state_width=0
     times = np.empty((n_batch, width))
     states = _state_record(n_batch, y0.shape[1], state_width)
     solve_flow_batch(y0, t_start, t_end, solver.rtol, solver.atol, solver.max_steps, theta,
-                     *psi_args(psi), k, d, y, counts, status, t_reached, times, states)
+                     *field_args(psi), k, d, y, counts, status, t_reached, times, states)
     failed = np.flatnonzero(status != ode.SUCCESS)
     if failed.size:
         b = failed[0]

@@ -17,7 +17,7 @@ from numba import njit, prange, types
 from . import ode, rbf
 from ._exp import exp as _exp
 from ._intrinsics import stack_array, stack_index_array
-from .psi import PAIR_TYPE, PREPARE_TYPE, compiled
+from .psi import PAIR_TYPE, PREPARE_TYPE, check_psi, compiled
 
 
 @njit(cache=True, error_model="numpy")
@@ -43,6 +43,12 @@ def field_and_divergence(x, t, theta, ctx, prepare, pair, K, D, g, window):
     """
     if window:
         return window_field_and_divergence(x, t, theta, ctx, K, D, g)
+    return psi_field_and_divergence(x, t, theta, ctx, prepare, pair, K, D, g)
+
+
+@njit(cache=True, error_model="numpy")
+def psi_field_and_divergence(x, t, theta, ctx, prepare, pair, K, D, g):
+    """``field_and_divergence`` through psi's own ``prepare`` and ``pair``."""
     prepare(theta, t, ctx)
     for m in range(K * D):
         g[m] = 0.0
@@ -206,6 +212,20 @@ def augmented_rhs(t, y, out, p):
 
 
 @njit(cache=True)
+def window_rhs(t, y, out, p):
+    """``augmented_rhs`` on the fixed-window kernel alone; ``p = (theta, work, K, D)``."""
+    theta, work, K, D = p
+    out[K * D] = -window_field_and_divergence(y, t, theta, work, K, D, out)
+
+
+@njit(cache=True)
+def psi_rhs(t, y, out, p):
+    """``augmented_rhs`` through psi's own functions alone; ``p = (theta, ctx, prepare, pair, K, D)``."""
+    theta, ctx, prepare, pair, K, D = p
+    out[K * D] = -psi_field_and_divergence(y, t, theta, ctx, prepare, pair, K, D, out)
+
+
+@njit(cache=True)
 def scratch(theta, ctx_size, window):
     """The per-sample ``ctx`` of ``field_and_divergence``: ``ctx_size`` entries,
     with the fixed parts of the window scratch filled in ``window`` mode."""
@@ -215,23 +235,42 @@ def scratch(theta, ctx_size, window):
     return ctx
 
 
-def psi_args(psi):
-    """``(ctx_size, window, prepare, pair)`` as the kernels take them for ``psi``
-    (checked with ``psi.check_psi``).
+def psi_mode(psi):
+    """``(ctx_size, window)`` for ``psi`` (checked with ``psi.check_psi``).
 
     ``window`` is true for an RBF psi that fits the fixed-window kernels
     (``rbf.fits_window``); ``ctx_size`` is then the size of their scratch.
-    The functions are passed as compiled addresses (``psi.compiled``).
+    Kept in the memo of psi's ``Verdict``, so it is worked out again only
+    when psi changes.
     """
-    if psi.pair is rbf.RBFKernel.pair and psi.prepare is rbf.RBFKernel.prepare \
-            and rbf.fits_window(psi.theta):
-        ctx_size, window = rbf.window_work_size(psi.theta), True
-    else:
-        ctx_size, window = int(psi.ctx_size), False
-    return ctx_size, window, compiled(psi, "prepare"), compiled(psi, "pair")
+    memo = check_psi(psi).memo
+    mode = memo.get("psi_mode")
+    if mode is None:
+        if psi.pair is rbf.RBFKernel.pair and psi.prepare is rbf.RBFKernel.prepare \
+                and rbf.fits_window(psi.theta):
+            mode = rbf.window_work_size(psi.theta), True
+        else:
+            mode = int(psi.ctx_size), False
+        memo["psi_mode"] = mode
+    return mode
 
 
-_solve_augmented = ode.make_solver(augmented_rhs).solve
+def psi_args(psi):
+    """``(ctx_size, window, prepare, pair)`` as the kernels take them for ``psi``
+    (checked with ``psi.check_psi``): ``psi_mode`` and psi's functions as
+    compiled addresses (``psi.compiled``)."""
+    return (*psi_mode(psi), compiled(psi, "prepare"), compiled(psi, "pair"))
+
+
+def field_args(psi):
+    """``psi_args`` for ``field_and_divergence_batch`` and ``solve_flow_batch``,
+    which do not call psi's own functions in window mode: those are then
+    ``None`` (and a first sample does not compile them)."""
+    ctx_size, window = psi_mode(psi)
+    if window:
+        return ctx_size, window, None, None
+    return psi_args(psi)
+
 
 class compile_on_first_call:
     """``njit(signature, **options)`` that compiles (or loads from Numba's cache)
@@ -274,34 +313,90 @@ _mat = types.float64[:, ::1]
 _imat = types.int64[:, ::1]
 _ivec = types.int64[::1]
 _b1 = types.boolean
+_states = types.float64[:, :, :, ::1]
 
 
-_FIELD_SIG = types.void(_mat, _f8, _vec, _i8, _b1, PREPARE_TYPE, PAIR_TYPE, _i8, _i8, _mat, _vec)
+# Two families of entry kernels: on the fixed-window kernel (the RBF psi that
+# fits it) and through psi's own functions. Each compiles only its own path,
+# so a first sample with an RBF psi compiles no first-class function call.
+
+_WINDOW_FIELD_SIG = types.void(_mat, _f8, _vec, _i8, _i8, _i8, _mat, _vec)
+_PSI_FIELD_SIG = types.void(_mat, _f8, _vec, _i8, PREPARE_TYPE, PAIR_TYPE, _i8, _i8, _mat, _vec)
 
 
-@compile_on_first_call(_FIELD_SIG, cache=True, parallel=True)
-def field_and_divergence_batch(X, t, theta, ctx_size, window, prepare, pair, K, D, G, div):
-    """``G[b] = g(X[b], t)`` and ``div[b] = div g(X[b], t)`` for every row ``b``."""
+@compile_on_first_call(_WINDOW_FIELD_SIG, cache=True, parallel=True)
+def _window_field_batch(X, t, theta, work_size, K, D, G, div):
     for b in prange(X.shape[0]):
-        ctx = scratch(theta, ctx_size, window)
-        div[b] = field_and_divergence(X[b], t, theta, ctx, prepare, pair, K, D, G[b], window)
+        work = scratch(theta, work_size, True)
+        div[b] = window_field_and_divergence(X[b], t, theta, work, K, D, G[b])
 
 
-@compile_on_first_call(_FIELD_SIG, cache=True)
-def field_and_divergence_one(X, t, theta, ctx_size, window, prepare, pair, K, D, G, div):
-    """``field_and_divergence_batch`` for a single row, without starting threads
-    (which costs more than the row itself: the same arithmetic)."""
-    ctx = scratch(theta, ctx_size, window)
-    div[0] = field_and_divergence(X[0], t, theta, ctx, prepare, pair, K, D, G[0], window)
+@compile_on_first_call(_WINDOW_FIELD_SIG, cache=True)
+def _window_field_one(X, t, theta, work_size, K, D, G, div):
+    work = scratch(theta, work_size, True)
+    div[0] = window_field_and_divergence(X[0], t, theta, work, K, D, G[0])
 
 
-@compile_on_first_call(types.void(_mat, _f8, _f8, _f8, _f8, _i8, _vec, _i8, _b1, PREPARE_TYPE,
-                                  PAIR_TYPE, _i8, _i8, _mat, _imat, _ivec, _vec, _mat,
-                                  types.float64[:, :, :, ::1]),
+@compile_on_first_call(_PSI_FIELD_SIG, cache=True, parallel=True)
+def _psi_field_batch(X, t, theta, ctx_size, prepare, pair, K, D, G, div):
+    for b in prange(X.shape[0]):
+        ctx = scratch(theta, ctx_size, False)
+        div[b] = psi_field_and_divergence(X[b], t, theta, ctx, prepare, pair, K, D, G[b])
+
+
+@compile_on_first_call(_PSI_FIELD_SIG, cache=True)
+def _psi_field_one(X, t, theta, ctx_size, prepare, pair, K, D, G, div):
+    ctx = scratch(theta, ctx_size, False)
+    div[0] = psi_field_and_divergence(X[0], t, theta, ctx, prepare, pair, K, D, G[0])
+
+
+def field_and_divergence_batch(X, t, theta, ctx_size, window, prepare, pair, K, D, G, div):
+    """``G[b] = g(X[b], t)`` and ``div[b] = div g(X[b], t)`` for every row ``b``
+    (arguments as ``field_args`` gives them). A single row runs without
+    starting threads (which costs more than the row itself: the same
+    arithmetic)."""
+    one = X.shape[0] == 1
+    if window:
+        kernel = _window_field_one if one else _window_field_batch
+        kernel(X, t, theta, ctx_size, K, D, G, div)
+    else:
+        kernel = _psi_field_one if one else _psi_field_batch
+        kernel(X, t, theta, ctx_size, prepare, pair, K, D, G, div)
+
+
+_solve_window = ode.make_solver(window_rhs).solve
+_solve_psi = ode.make_solver(psi_rhs).solve
+
+
+@compile_on_first_call(types.void(_mat, _f8, _f8, _f8, _f8, _i8, _vec, _i8, _i8, _i8, _mat, _imat,
+                                  _ivec, _vec, _mat, _states), cache=True, parallel=True)
+def _solve_window_batch(Y0, t0, t1, rtol, atol, max_steps, theta, work_size, K, D, Y, stats,
+                        status, t_end, times, states):
+    for b in prange(Y0.shape[0]):
+        p = (theta, scratch(theta, work_size, True), K, D)
+        code, t_reached = _solve_window(p, t0, t1, Y0[b], rtol, atol, max_steps, Y[b], stats[b],
+                                        times[b], states[b])
+        status[b] = code
+        t_end[b] = t_reached
+
+
+@compile_on_first_call(types.void(_mat, _f8, _f8, _f8, _f8, _i8, _vec, _i8, PREPARE_TYPE, PAIR_TYPE,
+                                  _i8, _i8, _mat, _imat, _ivec, _vec, _mat, _states),
                        cache=True, parallel=True)
+def _solve_psi_batch(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, prepare, pair, K, D, Y,
+                     stats, status, t_end, times, states):
+    for b in prange(Y0.shape[0]):
+        p = (theta, scratch(theta, ctx_size, False), prepare, pair, K, D)
+        code, t_reached = _solve_psi(p, t0, t1, Y0[b], rtol, atol, max_steps, Y[b], stats[b],
+                                     times[b], states[b])
+        status[b] = code
+        t_end[b] = t_reached
+
+
 def solve_flow_batch(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, window, prepare, pair,
                      K, D, Y, stats, status, t_end, times, states):
-    """Integrate the augmented ODE for every row of ``Y0``, each on its own steps.
+    """Integrate the augmented ODE for every row of ``Y0``, each on its own steps
+    (psi's arguments as ``field_args`` gives them).
 
     ``Y[b]`` receives the state at ``t1``, ``stats[b]`` the counts
     ``[nfev, naccept, nreject]``, ``status[b]`` an ``ode`` status code,
@@ -310,9 +405,9 @@ def solve_flow_batch(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, window,
     their stage states (as many as ``states.shape[1]`` allows; ``ode``'s
     ``solve``).
     """
-    for b in prange(Y0.shape[0]):
-        p = (theta, scratch(theta, ctx_size, window), prepare, pair, K, D, window)
-        code, t_reached = _solve_augmented(p, t0, t1, Y0[b], rtol, atol, max_steps,
-                                          Y[b], stats[b], times[b], states[b])
-        status[b] = code
-        t_end[b] = t_reached
+    if window:
+        _solve_window_batch(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, K, D, Y, stats,
+                            status, t_end, times, states)
+    else:
+        _solve_psi_batch(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, prepare, pair, K,
+                         D, Y, stats, status, t_end, times, states)

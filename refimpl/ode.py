@@ -80,6 +80,15 @@ def error_norm(K, h, y, y_new, rtol, atol, work):
     return rms_norm(work)
 
 
+@njit(cache=True)
+def copy_into(out, v):
+    """``out[:] = v`` for two vectors of one length, as a loop: Numba's slice
+    assignment compiles a formatted shape-mismatch error with it (seconds of
+    compile time at a cold start) for a case that cannot occur here."""
+    for i in range(out.shape[0]):
+        out[i] = v[i]
+
+
 @functools.lru_cache(maxsize=None)
 def make_solver(rhs):
     """Build the Dormand--Prince functions for one right-hand side.
@@ -212,7 +221,7 @@ def make_solver(rhs):
         rhs(t, y, K[0], p)
         stats[NFEV] += 1
         if not all_finite(y) or not all_finite(K[0]):
-            y_out[:] = y
+            copy_into(y_out, y)
             return NOT_FINITE, t
         h_abs = initial_step(p, t, y, K[0], t1, rtol, atol, work, y_new)
         stats[NFEV] += 1
@@ -224,10 +233,10 @@ def make_solver(rhs):
             step_rejected = False
             while True:
                 if stats[NACCEPT] + stats[NREJECT] >= max_steps:
-                    y_out[:] = y
+                    copy_into(y_out, y)
                     return MAX_STEPS_EXCEEDED, t
                 if h_abs < min_step:
-                    y_out[:] = y
+                    copy_into(y_out, y)
                     return STEP_TOO_SMALL, t
                 t_new = t + h_abs * direction
                 if direction * (t_new - t1) > 0:
@@ -237,7 +246,7 @@ def make_solver(rhs):
                 rk_step(p, t, y, h, K, Y, y_new)
                 stats[NFEV] += N_STAGES
                 if not all_finite(y_new) or not all_finite(K[N_STAGES]):
-                    y_out[:] = y
+                    copy_into(y_out, y)
                     return NOT_FINITE, t
                 err = error_norm(K, h, y, y_new, rtol, atol, work)
                 if err < 1.0:
@@ -255,14 +264,14 @@ def make_solver(rhs):
             if stats[NACCEPT] < times.shape[0]:
                 times[stats[NACCEPT]] = t_new
             if stats[NACCEPT] < states.shape[0]:
-                states[stats[NACCEPT], 0] = y
+                copy_into(states[stats[NACCEPT], 0], y)
                 for s in range(1, N_STAGES):
-                    states[stats[NACCEPT], s] = Y[s]
+                    copy_into(states[stats[NACCEPT], s], Y[s])
             stats[NACCEPT] += 1
             t = t_new
-            y[:] = y_new
-            K[0, :] = K[N_STAGES]
-        y_out[:] = y
+            copy_into(y, y_new)
+            copy_into(K[0], K[N_STAGES])
+        copy_into(y_out, y)
         return SUCCESS, t
 
     return Solver(initial_step, rk_step, solve)

@@ -205,9 +205,11 @@ _SIGNATURES = {"prepare": PREPARE_SIG, "pair": PAIR_SIG, "pair2": PAIR2_SIG,
 
 def family_function(member):
     """``@njit(<MEMBER>_SIG, cache=True)`` for the built-in families, compiled
-    (or loaded from Numba's cache) when ``check_psi`` first meets it instead
-    of at import: importing refimpl then compiles no family, and a forward
-    solve compiles no gradient functions."""
+    (or loaded from Numba's cache) when the kernels first need it
+    (``compiled``) instead of at import: importing refimpl then compiles no
+    family, a forward solve compiles no gradient functions, and a solve that
+    runs on a specialized kernel (``_kernels.psi_mode``) compiles none.
+    ``check_psi`` accepts such a function for its own member only."""
     def wrap(fn):
         dispatcher = njit(cache=True)(fn)
         dispatcher._psi_signature = _SIGNATURES[member]
@@ -219,68 +221,128 @@ def _members(gradients):
     return ["prepare", "pair"] + (["pair2", "pair_vjp", "prepare_vjp"] if gradients else [])
 
 
-class _Same:
-    """Equal to another ``_Same`` holding the very same object (held alive)."""
+class _Args(tuple):
+    """A signature's argument types, hashed once: the key of a dispatcher's
+    ``overloads`` (Numba types recompute their hash on every lookup)."""
 
-    __slots__ = ("obj",)
+    def __new__(cls, args):
+        new = super().__new__(cls, args)
+        new._hash = hash(tuple(args))
+        return new
 
-    def __init__(self, obj):
-        self.obj = obj
+    def __hash__(self):
+        return self._hash
 
-    def __eq__(self, other):
-        return isinstance(other, _Same) and other.obj is self.obj
 
-    __hash__ = None
+_ARGS = {attr: _Args(sig.args) for attr, sig in _SIGNATURES.items()}
 
 
 def _overload(fn, attr):
     """The compile result of dispatcher ``fn`` for member ``attr``'s argument
     types (``None`` if there is none); ``recompile`` replaces it."""
     overloads = getattr(fn, "overloads", None)
-    return overloads.get(_SIGNATURES[attr].args) if overloads is not None else None
+    return overloads.get(_ARGS[attr]) if overloads is not None else None
 
 
-def _fingerprint(psi, gradients):
-    """Everything ``check_psi`` looks at, or ``None`` if it cannot be captured.
+def _is_family_function(fn, attr):
+    """Whether ``fn`` is a built-in family's function for member ``attr``."""
+    return isinstance(fn, CPUDispatcher) and getattr(fn, "_psi_signature", None) is \
+        _SIGNATURES[attr]
 
-    Two calls with equal fingerprints get the same verdict: the bytes, shape
-    and layout of ``theta``, ``ctx_size`` (with its type), the member
-    functions themselves with their current machine code (``recompile``
-    replaces it) and, for gradients, ``trainable``.
+
+def _require_compiled(fn, attr):
+    """The compile result of ``fn`` for member ``attr``: a family function is
+    compiled now if it was not yet; anything else must have been compiled with
+    the member's signature, and return its type (``TypeError`` otherwise)."""
+    sig = _SIGNATURES[attr]
+    overload = _overload(fn, attr)
+    if overload is None and _is_family_function(fn, attr):
+        fn.compile(sig.args)
+        overload = _overload(fn, attr)
+    if not isinstance(fn, CPUDispatcher) or overload is None:
+        raise TypeError(f"psi.{attr} must be a Numba function compiled with "
+                        f"refimpl.psi.{attr.upper()}_SIG, i.e. @njit({attr.upper()}_SIG)")
+    returns = overload.signature.return_type
+    if returns != sig.return_type:
+        raise TypeError(f"psi.{attr} returns {returns}, but refimpl.psi.{attr.upper()}_SIG "
+                        f"requires {sig.return_type}: compile it with "
+                        f"@njit({attr.upper()}_SIG)")
+    return overload
+
+
+_F8 = np.dtype(np.float64)
+
+
+class Verdict:
+    """What ``check_psi`` remembers of a psi that passed.
+
+    It holds (``holds``) while everything the check looked at is unchanged:
+    the bytes, shape and layout of ``theta``, ``ctx_size`` (with its type),
+    the member functions themselves with their current machine code
+    (``recompile`` replaces it) and, for a verdict with gradients,
+    ``trainable``. A verdict with gradients also answers a check without.
+    ``memo`` is for values derived from the psi as checked (the kernels keep
+    their choice of kernel there); it goes with the verdict.
     """
-    theta = getattr(psi, "theta", None)
-    if not isinstance(theta, np.ndarray):
-        return None
-    key = [gradients, theta.dtype.str, theta.shape, theta.flags.c_contiguous, theta.tobytes(),
-           type(getattr(psi, "ctx_size", None)), getattr(psi, "ctx_size", None)]
-    for attr in _members(gradients):
-        fn = getattr(psi, attr, None)
-        key += [fn, _Same(_overload(fn, attr))]
-    if gradients:
-        idx = np.asarray(getattr(psi, "trainable", None))
-        key += [idx.dtype.str, idx.shape, idx.tobytes()]
-    return tuple(key)
+
+    __slots__ = ("gradients", "_shape", "_bytes", "_ctx_type", "_ctx_size", "_members",
+                 "_trainable", "memo")
+
+    def __init__(self, psi, gradients):
+        theta = psi.theta
+        self.gradients = gradients
+        self._shape = theta.shape
+        self._bytes = theta.tobytes()
+        self._ctx_type = type(psi.ctx_size)
+        self._ctx_size = psi.ctx_size
+        self._members = tuple((attr, getattr(psi, attr), _overload(getattr(psi, attr), attr))
+                              for attr in _members(gradients))
+        self._trainable = _index_key(psi.trainable) if gradients else None
+        self.memo = {}
+
+    def holds(self, psi, gradients):
+        """Whether ``check_psi(psi, gradients)`` would pass again (and give this verdict)."""
+        if gradients and not self.gradients:
+            return False
+        theta = getattr(psi, "theta", None)
+        if not (type(theta) is np.ndarray and theta.dtype is _F8 and theta.shape == self._shape
+                and theta.flags.c_contiguous and theta.tobytes() == self._bytes):
+            return False
+        ctx_size = getattr(psi, "ctx_size", None)
+        if type(ctx_size) is not self._ctx_type or ctx_size != self._ctx_size:
+            return False
+        for attr, fn, overload in self._members:
+            if getattr(psi, attr, None) is not fn or _overload(fn, attr) is not overload:
+                return False
+        return not self.gradients or _index_key(getattr(psi, "trainable", None)) == \
+            self._trainable
+
+
+def _index_key(trainable):
+    idx = np.asarray(trainable)
+    return idx.dtype.str, idx.shape, idx.tobytes()
 
 
 def check_psi(psi, gradients=False):
-    """Raise ``TypeError``/``ValueError`` unless ``psi`` follows the protocol.
+    """Raise ``TypeError``/``ValueError`` unless ``psi`` follows the protocol;
+    return its ``Verdict``.
 
     With ``gradients=True`` also require the members that gradients need.
-    A psi that passed is remembered by its fingerprint (``_fingerprint``: a
-    copy of ``theta``'s bytes and the members checked), so checking it again
-    unchanged costs a few microseconds (about 8 us with gradients, most of it
-    looking up the five compile results) instead of a rebuild; any change,
-    in-place edits of ``theta`` included, is checked in full.
+    A psi that passed keeps its verdict (``psi._psi_checked``), so checking
+    it again unchanged costs about a microsecond (a comparison of ``theta``'s
+    bytes and of the members) instead of a rebuild; any change, in-place
+    edits of ``theta`` included, is checked in full.
     """
-    key = _fingerprint(psi, gradients)
-    if key is not None and getattr(psi, "_psi_checked", None) == key:
-        return
+    verdict = getattr(psi, "_psi_checked", None)
+    if isinstance(verdict, Verdict) and verdict.holds(psi, gradients):
+        return verdict
     _check_psi(psi, gradients)
-    if key is not None:
-        try:
-            psi._psi_checked = key
-        except AttributeError:  # a psi with __slots__: checked in full every time
-            pass
+    verdict = Verdict(psi, gradients)
+    try:
+        psi._psi_checked = verdict
+    except AttributeError:  # a psi with __slots__: checked in full every time
+        pass
+    return verdict
 
 
 def _check_psi(psi, gradients):
@@ -291,18 +353,8 @@ def _check_psi(psi, gradients):
             raise TypeError(f"psi must follow {what} (refimpl.psi); it has no {attr!r}")
     for attr in members:
         fn = getattr(psi, attr)
-        sig = _SIGNATURES[attr]
-        if isinstance(fn, CPUDispatcher) and getattr(fn, "_psi_signature", None) is sig \
-                and sig.args not in [tuple(s) for s in fn.signatures]:
-            fn.compile(sig.args)  # a family_function met for the first time
-        if not isinstance(fn, CPUDispatcher) or sig.args not in [tuple(s) for s in fn.signatures]:
-            raise TypeError(f"psi.{attr} must be a Numba function compiled with "
-                            f"refimpl.psi.{attr.upper()}_SIG, i.e. @njit({attr.upper()}_SIG)")
-        returns = fn.overloads[sig.args].signature.return_type
-        if returns != sig.return_type:
-            raise TypeError(f"psi.{attr} returns {returns}, but refimpl.psi.{attr.upper()}_SIG "
-                            f"requires {sig.return_type}: compile it with "
-                            f"@njit({attr.upper()}_SIG)")
+        if not _is_family_function(fn, attr):  # those compile when first needed (``compiled``)
+            _require_compiled(fn, attr)
     theta = psi.theta
     if not (isinstance(theta, np.ndarray) and theta.dtype == np.float64 and theta.ndim == 1
             and theta.flags.c_contiguous):
@@ -352,7 +404,8 @@ def compiled(psi, attr):
     """``psi.<attr>`` (a member of the protocol) in the form the kernels take it.
 
     Call ``check_psi`` first: it makes sure the function was compiled with
-    its signature. The handle is rebuilt whenever the dispatcher's compile
+    its signature, or is a built-in family's function (``family_function``),
+    which is compiled here the first time. The handle is rebuilt whenever the dispatcher's compile
     result for that signature is no longer the one it was made from (after
     ``fn.recompile()``, say), so the kernels never call stale machine code.
 
@@ -363,9 +416,11 @@ def compiled(psi, attr):
     function too (same results, about 35 us more per call and function).
     """
     fn = getattr(psi, attr)
+    overload = _overload(fn, attr)
+    if overload is None:  # a family function that check_psi accepted uncompiled
+        overload = _require_compiled(fn, attr)
     if _get_wrapper_address is None:
         return fn
-    overload = _overload(fn, attr)
     handles = _COMPILED.get(fn)
     if handles is None:
         handles = _COMPILED[fn] = {}
