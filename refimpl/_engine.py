@@ -124,14 +124,15 @@ def theta_with(psi, params):
     return theta
 
 
-def field_and_divergence(psi, x, t):
+def field_and_divergence(psi, x, t, verdict=None):
     """``g(x, t)`` of shape ``(..., K, D)`` and ``div g(x, t)`` of shape ``(...)``
-    for checked configurations ``x`` (float64) and a float ``t``."""
+    for checked configurations ``x`` (float64) and a float ``t``; ``verdict``
+    is what ``check_psi(psi)`` just returned, if the caller has it."""
     k, d = x.shape[-2:]
     flat = np.ascontiguousarray(x.reshape(-1, k * d))
     g = np.empty_like(flat)
     div = np.empty(flat.shape[0])
-    field_and_divergence_batch(flat, t, psi.theta, *field_args(psi), k, d, g, div)
+    field_and_divergence_batch(flat, t, psi.theta, *field_args(psi, verdict), k, d, g, div)
     return g.reshape(x.shape), div.reshape(x.shape[:-2])
 
 

@@ -235,15 +235,17 @@ def scratch(theta, ctx_size, window):
     return ctx
 
 
-def psi_mode(psi):
+def psi_mode(psi, verdict=None):
     """``(ctx_size, window)`` for ``psi`` (checked with ``psi.check_psi``).
 
     ``window`` is true for an RBF psi that fits the fixed-window kernels
     (``rbf.fits_window``); ``ctx_size`` is then the size of their scratch.
     Kept in the memo of psi's ``Verdict``, so it is worked out again only
-    when psi changes.
+    when psi changes. ``verdict`` is what ``check_psi(psi)`` returned just
+    now, if the caller has it (else psi is checked here: it costs a
+    microsecond).
     """
-    memo = check_psi(psi).memo
+    memo = (verdict if verdict is not None else check_psi(psi)).memo
     mode = memo.get("psi_mode")
     if mode is None:
         if psi.pair is rbf.RBFKernel.pair and psi.prepare is rbf.RBFKernel.prepare \
@@ -262,11 +264,12 @@ def psi_args(psi):
     return (*psi_mode(psi), compiled(psi, "prepare"), compiled(psi, "pair"))
 
 
-def field_args(psi):
+def field_args(psi, verdict=None):
     """``psi_args`` for ``field_and_divergence_batch`` and ``solve_flow_batch``,
     which do not call psi's own functions in window mode: those are then
-    ``None`` (and a first sample does not compile them)."""
-    ctx_size, window = psi_mode(psi)
+    ``None`` (and a first sample does not compile them). ``verdict`` as for
+    ``psi_mode``."""
+    ctx_size, window = psi_mode(psi, verdict)
     if window:
         return ctx_size, window, None, None
     return psi_args(psi)

@@ -5,6 +5,7 @@ kernel given a wrong shape would read out of bounds instead of raising.
 """
 
 import contextlib
+import math
 import numbers
 
 import numpy as np
@@ -51,12 +52,16 @@ def as_float_array(a, name, shape=None, finite=True):
     ``TypeError`` naming ``name``. With ``finite`` (the default) NaN and
     infinities raise ``ValueError``.
     """
-    arr = np.array(_real_ndarray(a, name), dtype=np.float64, order="C", copy=True)
+    arr = _float_copy(_real_ndarray(a, name))
     if shape is not None and arr.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
     if finite:
         check_finite(arr, name)
     return arr
+
+
+def _float_copy(arr):
+    return np.array(arr, dtype=np.float64, order="C", copy=True)
 
 
 def as_configurations(x, name="x", n_particles=None, dim=None, mean_free=False):
@@ -69,7 +74,13 @@ def as_configurations(x, name="x", n_particles=None, dim=None, mean_free=False):
     configuration must be mean-free to the precision of the input's dtype.
     """
     original = _real_ndarray(x, name)
-    arr = as_float_array(original, name)
+    arr = _float_copy(original)
+    # One pass over |x| tells whether every entry is finite and within
+    # MAX_COORDINATE (NaN compares false); only if not are the two checks that
+    # find and name the first bad entry needed, each in its place below.
+    clean = arr.size == 0 or np.abs(arr).max() <= MAX_COORDINATE
+    if not clean:
+        check_finite(arr, name)
     if arr.ndim < 2:
         raise ValueError(f"{name} must have shape (..., K, D) with K particles in D "
                          f"dimensions; got shape {arr.shape}")
@@ -83,7 +94,8 @@ def as_configurations(x, name="x", n_particles=None, dim=None, mean_free=False):
                          f"expected K = {n_particles}")
     if dim is not None and d != dim:
         raise ValueError(f"{name} has D = {d} dimensions (shape {arr.shape}); expected D = {dim}")
-    check_range(arr, name)
+    if not clean:
+        check_range(arr, name)
     if mean_free:
         eps = np.finfo(original.dtype).eps if original.dtype.kind == "f" else 0.0
         check_mean_free(arr, name, max(MEAN_FREE_RTOL, MEAN_FREE_ULPS * eps))
@@ -96,7 +108,7 @@ def as_configurations(x, name="x", n_particles=None, dim=None, mean_free=False):
 
 def check_range(arr, name, limit=MAX_COORDINATE):
     """``ValueError`` naming ``name`` if an entry of ``arr`` exceeds ``limit`` in size."""
-    if arr.size and np.max(np.abs(arr)) > limit:
+    if arr.size and np.abs(arr).max() > limit:
         bad = tuple(int(i) for i in np.argwhere(np.abs(arr) > limit)[0])
         raise ValueError(f"{name} is out of range: entry {bad} is {arr[bad]:.3g}, beyond "
                          f"+-{limit:.0e} (squared distances would overflow float64); "
@@ -121,7 +133,7 @@ def check_mean_free(x, name="x", rtol=MEAN_FREE_RTOL):
 
 def check_finite(arr, name):
     """``ValueError`` naming ``name`` and the first index if ``arr`` holds NaN or inf."""
-    if not np.all(np.isfinite(arr)):
+    if not np.isfinite(arr).all():
         bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
         where = f" at index {bad if len(bad) != 1 else bad[0]}" if bad else ""
         raise ValueError(f"{name} contains NaN or infinite values (first {arr[bad]}{where}); "
@@ -130,6 +142,8 @@ def check_finite(arr, name):
 
 def as_finite_float(v, name):
     """A finite real number (Python or NumPy scalar, or 0-d array) as ``float``."""
+    if type(v) is float and math.isfinite(v):  # the common case, answered at once
+        return v
     if isinstance(v, np.ndarray) and v.ndim == 0 and v.dtype.kind in "iuf":
         v = v[()]
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Real, np.floating,

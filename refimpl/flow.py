@@ -48,8 +48,9 @@ def divergence(x, t, psi):
 
 
 def _field_and_divergence(x, t, psi):
-    check_psi(psi)
-    return _engine.field_and_divergence(psi, as_configurations(x), as_finite_float(t, "t"))
+    verdict = check_psi(psi)
+    return _engine.field_and_divergence(psi, as_configurations(x), as_finite_float(t, "t"),
+                                        verdict)
 
 
 class EquivariantFlow:
