@@ -16,7 +16,8 @@ and ``ybar_n = ybar + sum_s Ybar_s``. The first stage of a step is the
 previous step's last evaluation (FSAL), taken at the same time ``tau`` the
 forward solve used, so the replayed map is bitwise the forward one. The
 sweep needs the stage states ``Y_s``: the forward solve records them when a
-gradient follows (``ode``'s ``solve``), and they are replayed otherwise.
+gradient follows (``ode``'s ``solve``), and ``replay_batch`` recomputes them
+otherwise (a separate kernel: the adjoint's own does not contain the solver).
 """
 
 import math
@@ -289,31 +290,25 @@ def replay_one(y0, t0, times, n_steps, p, Ys, Ks, taus, hs, y_end):
 
 
 @njit(cache=True)
-def adjoint_one(y0, t0, times, n_steps, states, ybar_end, theta, work, window, ctx, ctx_bar,
-                prepare, pair, pair2, pair_vjp, prepare_vjp, K, D, ybar0, theta_bar, rbf_psi):
+def adjoint_one(t0, times, n_steps, states, ybar_end, theta, work, window, ctx, ctx_bar,
+                prepare, pair2, pair_vjp, prepare_vjp, K, D, ybar0, theta_bar, rbf_psi):
     """Reverse mode of the frozen-step solve of one sample.
 
-    The stage states come from ``states`` (``(m, N_STAGES, n)``, recorded by
-    the forward solve) when it holds all ``n_steps`` steps; otherwise the
-    steps are replayed (``replay_one``, on the forward solve's kernel:
-    ``work`` and ``window`` as ``_kernels.field_and_divergence`` takes
-    them), which gives the same states bitwise. Then sweeps backwards from
+    ``states`` (``(m, N_STAGES, n)``, ``m >= n_steps``) holds the stage
+    states of the steps, as the forward solve recorded them or
+    ``replay_batch`` recomputed them (bitwise the same). Sweeps backwards from
     the cotangent ``ybar_end`` of the final state. Writes the cotangent of
     ``y0`` into ``ybar0`` and adds the parameter cotangent into ``theta_bar``.
     ``rbf_psi`` as for ``augmented_rhs_vjp``; with ``window`` too, the
     pullbacks run on the forward kernel's window (``window_rhs_vjp``, the
-    same numbers) and ``ctx_bar`` has room for the padded ``c``.
+    same numbers; ``work`` is its scratch) and ``ctx_bar`` has room for the
+    padded ``c``.
     """
-    n = y0.shape[0]
+    n = ybar_end.shape[0]
     taus = np.empty((n_steps, N_STAGES))
     hs = np.empty(n_steps)
-    if n_steps <= states.shape[0]:
-        Ys = states
-        stage_times(t0, times, n_steps, taus, hs)
-    else:
-        Ys = np.empty((n_steps, N_STAGES, n))
-        replay_one(y0, t0, times, n_steps, (theta, work, prepare, pair, K, D, window), Ys,
-                   np.empty((n_steps, N_STAGES + 1, n)), taus, hs, np.empty(n))
+    stage_times(t0, times, n_steps, taus, hs)
+    Ys = states
 
     ybar = ybar_end.copy()
     kbar = np.empty((N_STAGES, n))
@@ -357,41 +352,44 @@ _b1 = types.boolean
 _states = types.float64[:, :, :, ::1]
 
 
-@compile_on_first_call(types.void(_mat, _f8, _mat, _ivec, _states, _mat, _vec, _i8, _b1,
-                                  PREPARE_TYPE, PAIR_TYPE, _i8, PAIR2_TYPE, PAIR_VJP_TYPE,
+@compile_on_first_call(types.void(_f8, _mat, _ivec, _states, _mat, _vec, _i8, _b1,
+                                  PREPARE_TYPE, _i8, PAIR2_TYPE, PAIR_VJP_TYPE,
                                   PREPARE_VJP_TYPE, _b1, _i8, _i8, _mat, _mat),
                        cache=True, parallel=True)
-def adjoint_batch(Y0, t0, times, n_steps, states, Ybar, theta, work_size, window, prepare, pair,
+def adjoint_batch(t0, times, n_steps, states, Ybar, theta, work_size, window, prepare,
                   ctx_size, pair2, pair_vjp, prepare_vjp, rbf_psi, K, D, Y0bar, theta_bar):
     """``adjoint_one`` for every row; ``theta_bar[b]`` holds sample ``b``'s share.
 
-    ``states[b]`` are row ``b``'s recorded stage states (``_kernels.solve_flow_batch``;
-    ``states.shape[1] = 0`` when there are none).
-
-    ``work_size`` and ``window`` select the forward kernel as for
-    ``_kernels.solve_flow_batch``; ``ctx_size`` is psi's own scratch, used by
-    the pullback; ``rbf_psi`` (``rbf_pullback``) as for ``augmented_rhs_vjp``.
-    The per-sample parameter cotangents are summed by the caller in a fixed
-    order, so the total does not depend on the number of threads.
+    ``states[b]`` are row ``b``'s stage states (recorded by
+    ``_kernels.solve_flow_batch`` or replayed by ``replay_batch``), for all
+    its ``n_steps[b]`` steps. ``work_size`` and ``window`` select the
+    window scratch as for ``_kernels.solve_flow_batch``; ``ctx_size`` is
+    psi's own scratch, used by the general pullback; ``rbf_psi``
+    (``rbf_pullback``) as for ``augmented_rhs_vjp``. The per-sample parameter
+    cotangents are summed by the caller in a fixed order, so the total does
+    not depend on the number of threads.
     """
-    for b in prange(Y0.shape[0]):
+    for b in prange(Ybar.shape[0]):
         work = scratch(theta, work_size, window)
         ctx = np.empty(max(ctx_size, 1))
         ctx_bar = np.empty(max(ctx_size, work_size, 1))
         theta_bar[b, :] = 0.0
-        adjoint_one(Y0[b], t0, times[b], n_steps[b], states[b], Ybar[b], theta, work, window,
-                    ctx, ctx_bar, prepare, pair, pair2, pair_vjp, prepare_vjp, K, D, Y0bar[b],
+        adjoint_one(t0, times[b], n_steps[b], states[b], Ybar[b], theta, work, window, ctx,
+                    ctx_bar, prepare, pair2, pair_vjp, prepare_vjp, K, D, Y0bar[b],
                     theta_bar[b], rbf_psi)
 
 
 @compile_on_first_call(types.void(_mat, _f8, _mat, _ivec, _vec, _i8, _b1, PREPARE_TYPE,
-                                  PAIR_TYPE, _i8, _i8, _mat), cache=True, parallel=True)
-def replay_batch(Y0, t0, times, n_steps, theta, ctx_size, window, prepare, pair, K, D, Y):
-    """The frozen-step map: ``replay_one`` for every row, final states into ``Y``."""
+                                  PAIR_TYPE, _i8, _i8, _mat, _states), cache=True, parallel=True)
+def replay_batch(Y0, t0, times, n_steps, theta, ctx_size, window, prepare, pair, K, D, Y,
+                 states):
+    """The frozen-step map: ``replay_one`` for every row, final states into ``Y``
+    and, where ``states[b]`` has room for all of row ``b``'s steps, their
+    stage states into it (``states.shape[1] = 0`` keeps none)."""
     for b in prange(Y0.shape[0]):
         n = Y0.shape[1]
         m = n_steps[b]
         ctx = scratch(theta, ctx_size, window)
-        replay_one(Y0[b], t0, times[b], m, (theta, ctx, prepare, pair, K, D, window),
-                   np.empty((m, N_STAGES, n)), np.empty((m, N_STAGES + 1, n)),
-                   np.empty((m, N_STAGES)), np.empty(m), Y[b])
+        Ys = states[b] if m <= states.shape[1] else np.empty((m, N_STAGES, n))
+        replay_one(Y0[b], t0, times[b], m, (theta, ctx, prepare, pair, K, D, window), Ys,
+                   np.empty((m, N_STAGES + 1, n)), np.empty((m, N_STAGES)), np.empty(m), Y[b])

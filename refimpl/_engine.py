@@ -243,10 +243,13 @@ def _solve_kernel(solver, theta, y0, t_start, t_end, shape, width, state_width=0
     return y, times, counts, states if state_width else None
 
 
-def _replay_rows(psi, theta, y0, t_start, steps, k, d):
-    """The frozen-step map: end states of the rows of ``y0`` after ``steps``."""
+def _replay_rows(psi, theta, y0, t_start, steps, k, d, states=None):
+    """The frozen-step map: end states of the rows of ``y0`` after ``steps``;
+    with ``states`` (room for every row's steps) also their stage states."""
     y = np.empty_like(y0)
-    replay_batch(y0, t_start, steps.times, steps.n_steps, theta, *psi_args(psi), k, d, y)
+    if states is None:
+        states = _state_record(y0.shape[0], y0.shape[1], 0)
+    replay_batch(y0, t_start, steps.times, steps.n_steps, theta, *psi_args(psi), k, d, y, states)
     return y
 
 
@@ -254,18 +257,35 @@ def _adjoint_rows(psi, theta, y0, t_start, steps, y_bar, k, d, states=None):
     """Cotangents ``(theta_bar, y0_bar)`` of the frozen-step map for ``y_bar`` of its output.
 
     ``states`` are the stage states the adaptive solve recorded for these
-    very inputs (``_solve_rows``), or None: the adjoint then replays the steps.
+    very inputs (``_solve_rows``), or None. Where some row's steps are
+    missing from them, the steps are replayed (``_replay_rows``) in chunks of
+    rows of at most ``MAX_RECORDED_STATE_BYTES`` of stage states, each chunk
+    then swept backwards: the same states bitwise, so the same result.
     ``theta_bar`` sums the samples' shares in row order, so it does not
     depend on the number of threads.
     """
+    rows, n = y0.shape
     y0_bar = np.empty_like(y_bar)
-    theta_bar = np.empty((y_bar.shape[0], theta.size))
-    if states is None:
-        states = _state_record(y0.shape[0], y0.shape[1], 0)
-    adjoint_batch(y0, t_start, steps.times, steps.n_steps, states, y_bar, theta, *psi_args(psi),
-                  int(psi.ctx_size), *(compiled(psi, f) for f in ("pair2", "pair_vjp",
-                                                                    "prepare_vjp")),
-                  rbf_pullback(psi), k, d, y0_bar, theta_bar)
+    theta_bar = np.empty((rows, theta.size))
+    width = int(steps.n_steps.max(initial=0))
+    chunks = [(0, rows)]
+    if states is None or states.shape[1] < width:
+        states = None
+        chunk = max(1, MAX_RECORDED_STATE_BYTES // max(width * N_STAGES * n * 8, 1))
+        chunks = [(start, min(start + chunk, rows)) for start in range(0, rows, chunk)]
+    work_size, window, prepare, _ = psi_args(psi)
+    functions = [compiled(psi, f) for f in ("pair2", "pair_vjp", "prepare_vjp")]
+    for start, stop in chunks:
+        part = slice(start, stop)
+        part_steps = Steps(steps.times[part], steps.n_steps[part])
+        if states is None:
+            part_states = np.empty((stop - start, width, N_STAGES, n))
+            _replay_rows(psi, theta, y0[part], t_start, part_steps, k, d, part_states)
+        else:
+            part_states = states[part]
+        adjoint_batch(t_start, part_steps.times, part_steps.n_steps, part_states, y_bar[part],
+                      theta, work_size, window, prepare, int(psi.ctx_size), *functions,
+                      rbf_pullback(psi), k, d, y0_bar[part], theta_bar[part])
     return theta_bar.sum(axis=0), y0_bar
 
 
