@@ -17,7 +17,7 @@ from numba import njit, prange, types
 from . import ode, rbf
 from ._exp import exp as _exp
 from ._intrinsics import stack_array, stack_index_array
-from .psi import PAIR_TYPE, PREPARE_TYPE, check_psi, compiled
+from .psi import PAIR_TYPE, PREPARE_TYPE, check_psi, compiled, function_argument
 
 
 @njit(cache=True, error_model="numpy")
@@ -296,7 +296,7 @@ class _FirstCall:
     def __init__(self, fn, signature, options):
         functools.update_wrapper(self, fn)
         self._fn, self._signature, self._options = fn, signature, options
-        self._dispatcher = None
+        self._dispatcher = self._argument = None
 
     @property
     def dispatcher(self):
@@ -304,6 +304,14 @@ class _FirstCall:
         if self._dispatcher is None:
             self._dispatcher = njit(self._signature, **self._options)(self._fn)
         return self._dispatcher
+
+    @property
+    def argument(self):
+        """The compiled function as an argument of type ``types.FunctionType(signature)``
+        for another kernel (``psi.function_argument``)."""
+        if self._argument is None:
+            self._argument = function_argument(self.dispatcher, self._signature)
+        return self._argument
 
     def __call__(self, *args):
         return self.dispatcher(*args)
@@ -319,63 +327,87 @@ _b1 = types.boolean
 _states = types.float64[:, :, :, ::1]
 
 
-# Two families of entry kernels: on the fixed-window kernel (the RBF psi that
-# fits it) and through psi's own functions. Each compiles only its own path,
+# The entry kernels. Two sets: on the fixed-window kernel (the RBF psi that
+# fits it) and through psi's own functions; each compiles only its own path,
 # so a first sample with an RBF psi compiles no first-class function call.
+# Each is a serial kernel over the rows ``first .. stop - 1`` of a batch
+# (``*_rows``); a single row runs it directly, without starting threads
+# (which costs more than the row itself). A batch runs it row by row in
+# threads (``*_threads``), passed as a first-class function: the threaded
+# kernel then compiles as a small loop instead of a second copy of the whole
+# solver (about a second and a half less compilation at a cold start). Each
+# row's arithmetic is the same either way.
 
-_WINDOW_FIELD_SIG = types.void(_mat, _f8, _vec, _i8, _i8, _i8, _mat, _vec)
-_PSI_FIELD_SIG = types.void(_mat, _f8, _vec, _i8, PREPARE_TYPE, PAIR_TYPE, _i8, _i8, _mat, _vec)
+_WINDOW_FIELD = (_mat, _f8, _vec, _i8, _i8, _i8, _mat, _vec)
+_PSI_FIELD = (_mat, _f8, _vec, _i8, PREPARE_TYPE, PAIR_TYPE, _i8, _i8, _mat, _vec)
+_WINDOW_SOLVE = (_mat, _f8, _f8, _f8, _f8, _i8, _vec, _i8, _i8, _i8, _mat, _imat, _ivec, _vec, _mat,
+                 _states)
+_PSI_SOLVE = (_mat, _f8, _f8, _f8, _f8, _i8, _vec, _i8, PREPARE_TYPE, PAIR_TYPE, _i8, _i8, _mat,
+              _imat, _ivec, _vec, _mat, _states)
 
 
-@compile_on_first_call(_WINDOW_FIELD_SIG, cache=True, parallel=True)
-def _window_field_batch(X, t, theta, work_size, K, D, G, div):
-    for b in prange(X.shape[0]):
+def _rows(args):
+    """The signature of a ``*_rows`` kernel taking ``args``."""
+    return types.void(*args, _i8, _i8)
+
+
+def _threads(args):
+    """The signature of the ``*_threads`` kernel running a ``*_rows`` kernel of ``args``."""
+    return types.void(types.FunctionType(_rows(args)), *args)
+
+
+@compile_on_first_call(_rows(_WINDOW_FIELD), cache=True)
+def _window_field_rows(X, t, theta, work_size, K, D, G, div, first, stop):
+    for b in range(first, stop):
         work = scratch(theta, work_size, True)
         div[b] = window_field_and_divergence(X[b], t, theta, work, K, D, G[b])
 
 
-@compile_on_first_call(_WINDOW_FIELD_SIG, cache=True)
-def _window_field_one(X, t, theta, work_size, K, D, G, div):
-    work = scratch(theta, work_size, True)
-    div[0] = window_field_and_divergence(X[0], t, theta, work, K, D, G[0])
-
-
-@compile_on_first_call(_PSI_FIELD_SIG, cache=True, parallel=True)
-def _psi_field_batch(X, t, theta, ctx_size, prepare, pair, K, D, G, div):
+@compile_on_first_call(_threads(_WINDOW_FIELD), cache=True, parallel=True)
+def _window_field_threads(rows, X, t, theta, work_size, K, D, G, div):
     for b in prange(X.shape[0]):
+        row = np.int64(b)  # prange counts in uint64
+        rows(X, t, theta, work_size, K, D, G, div, row, row + 1)
+
+
+@compile_on_first_call(_rows(_PSI_FIELD), cache=True)
+def _psi_field_rows(X, t, theta, ctx_size, prepare, pair, K, D, G, div, first, stop):
+    for b in range(first, stop):
         ctx = scratch(theta, ctx_size, False)
         div[b] = psi_field_and_divergence(X[b], t, theta, ctx, prepare, pair, K, D, G[b])
 
 
-@compile_on_first_call(_PSI_FIELD_SIG, cache=True)
-def _psi_field_one(X, t, theta, ctx_size, prepare, pair, K, D, G, div):
-    ctx = scratch(theta, ctx_size, False)
-    div[0] = psi_field_and_divergence(X[0], t, theta, ctx, prepare, pair, K, D, G[0])
+@compile_on_first_call(_threads(_PSI_FIELD), cache=True, parallel=True)
+def _psi_field_threads(rows, X, t, theta, ctx_size, prepare, pair, K, D, G, div):
+    for b in prange(X.shape[0]):
+        row = np.int64(b)
+        rows(X, t, theta, ctx_size, prepare, pair, K, D, G, div, row, row + 1)
 
 
 def field_and_divergence_batch(X, t, theta, ctx_size, window, prepare, pair, K, D, G, div):
     """``G[b] = g(X[b], t)`` and ``div[b] = div g(X[b], t)`` for every row ``b``
-    (arguments as ``field_args`` gives them). A single row runs without
-    starting threads (which costs more than the row itself: the same
-    arithmetic)."""
-    one = X.shape[0] == 1
+    (arguments as ``field_args`` gives them)."""
     if window:
-        kernel = _window_field_one if one else _window_field_batch
-        kernel(X, t, theta, ctx_size, K, D, G, div)
+        if X.shape[0] == 1:
+            _window_field_rows(X, t, theta, ctx_size, K, D, G, div, 0, 1)
+        else:
+            _window_field_threads(_window_field_rows.argument, X, t, theta, ctx_size, K, D, G,
+                                  div)
+    elif X.shape[0] == 1:
+        _psi_field_rows(X, t, theta, ctx_size, prepare, pair, K, D, G, div, 0, 1)
     else:
-        kernel = _psi_field_one if one else _psi_field_batch
-        kernel(X, t, theta, ctx_size, prepare, pair, K, D, G, div)
+        _psi_field_threads(_psi_field_rows.argument, X, t, theta, ctx_size, prepare, pair, K, D,
+                           G, div)
 
 
 _solve_window = ode.make_solver(window_rhs).solve
 _solve_psi = ode.make_solver(psi_rhs).solve
 
 
-@compile_on_first_call(types.void(_mat, _f8, _f8, _f8, _f8, _i8, _vec, _i8, _i8, _i8, _mat, _imat,
-                                  _ivec, _vec, _mat, _states), cache=True, parallel=True)
-def _solve_window_batch(Y0, t0, t1, rtol, atol, max_steps, theta, work_size, K, D, Y, stats,
-                        status, t_end, times, states):
-    for b in prange(Y0.shape[0]):
+@compile_on_first_call(_rows(_WINDOW_SOLVE), cache=True)
+def _window_solve_rows(Y0, t0, t1, rtol, atol, max_steps, theta, work_size, K, D, Y, stats,
+                       status, t_end, times, states, first, stop):
+    for b in range(first, stop):
         p = (theta, scratch(theta, work_size, True), K, D)
         code, t_reached = _solve_window(p, t0, t1, Y0[b], rtol, atol, max_steps, Y[b], stats[b],
                                         times[b], states[b])
@@ -383,17 +415,33 @@ def _solve_window_batch(Y0, t0, t1, rtol, atol, max_steps, theta, work_size, K, 
         t_end[b] = t_reached
 
 
-@compile_on_first_call(types.void(_mat, _f8, _f8, _f8, _f8, _i8, _vec, _i8, PREPARE_TYPE, PAIR_TYPE,
-                                  _i8, _i8, _mat, _imat, _ivec, _vec, _mat, _states),
-                       cache=True, parallel=True)
-def _solve_psi_batch(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, prepare, pair, K, D, Y,
-                     stats, status, t_end, times, states):
+@compile_on_first_call(_threads(_WINDOW_SOLVE), cache=True, parallel=True)
+def _window_solve_threads(rows, Y0, t0, t1, rtol, atol, max_steps, theta, work_size, K, D, Y,
+                          stats, status, t_end, times, states):
     for b in prange(Y0.shape[0]):
+        row = np.int64(b)
+        rows(Y0, t0, t1, rtol, atol, max_steps, theta, work_size, K, D, Y, stats, status, t_end,
+             times, states, row, row + 1)
+
+
+@compile_on_first_call(_rows(_PSI_SOLVE), cache=True)
+def _psi_solve_rows(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, prepare, pair, K, D, Y,
+                    stats, status, t_end, times, states, first, stop):
+    for b in range(first, stop):
         p = (theta, scratch(theta, ctx_size, False), prepare, pair, K, D)
         code, t_reached = _solve_psi(p, t0, t1, Y0[b], rtol, atol, max_steps, Y[b], stats[b],
                                      times[b], states[b])
         status[b] = code
         t_end[b] = t_reached
+
+
+@compile_on_first_call(_threads(_PSI_SOLVE), cache=True, parallel=True)
+def _psi_solve_threads(rows, Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, prepare, pair,
+                       K, D, Y, stats, status, t_end, times, states):
+    for b in prange(Y0.shape[0]):
+        row = np.int64(b)
+        rows(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, prepare, pair, K, D, Y, stats,
+             status, t_end, times, states, row, row + 1)
 
 
 def solve_flow_batch(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, window, prepare, pair,
@@ -408,9 +456,14 @@ def solve_flow_batch(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, window,
     their stage states (as many as ``states.shape[1]`` allows; ``ode``'s
     ``solve``).
     """
+    common = (Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size)
+    rest = (K, D, Y, stats, status, t_end, times, states)
     if window:
-        _solve_window_batch(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, K, D, Y, stats,
-                            status, t_end, times, states)
+        if Y0.shape[0] == 1:
+            _window_solve_rows(*common, *rest, 0, 1)
+        else:
+            _window_solve_threads(_window_solve_rows.argument, *common, *rest)
+    elif Y0.shape[0] == 1:
+        _psi_solve_rows(*common, prepare, pair, *rest, 0, 1)
     else:
-        _solve_psi_batch(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, prepare, pair, K,
-                         D, Y, stats, status, t_end, times, states)
+        _psi_solve_threads(_psi_solve_rows.argument, *common, prepare, pair, *rest)

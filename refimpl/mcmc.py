@@ -55,8 +55,9 @@ live where the flows' densities do. Record ``step_size``, ``n_steps``,
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, types
+from numba import types
 
+from ._kernels import compile_on_first_call
 from ._validate import (as_configurations, as_generator, as_positive_float, as_positive_int,
                         memory_for)
 from .potentials import ENERGY_TYPE, check_numba_energy
@@ -69,9 +70,9 @@ _mat = types.float64[:, ::1]
 _arr3 = types.float64[:, :, ::1]
 
 
-@njit(types.void(ENERGY_TYPE, _vec, types.int64, types.int64, types.float64, types.int64,
-                 types.int64, _mat, _vec, _arr3, _mat, _arr3, _mat, types.int64[::1]),
-      cache=True)
+@compile_on_first_call(types.void(ENERGY_TYPE, _vec, types.int64, types.int64, types.float64,
+                                  types.int64, types.int64, _mat, _vec, _arr3, _mat, _arr3, _mat,
+                                  types.int64[::1]), cache=True)
 def _random_walk(energy, params, n_particles, dim, step_size, thin, step0,
                  x, u, xi, log_u, samples, energies, accepted):
     """Advance every chain ``c`` by ``xi.shape[1]`` steps, in place.

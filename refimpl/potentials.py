@@ -59,6 +59,7 @@ from autograd.tracer import Box, getval
 from numba import njit, types
 from numba.core.registry import CPUDispatcher
 
+from ._kernels import compile_on_first_call
 from ._validate import (as_configurations, as_finite_float, as_float_array, as_positive_float,
                         as_positive_int)
 
@@ -89,6 +90,9 @@ def check_numba_energy(potential):
         kernel, params = pair
     except (TypeError, ValueError):
         raise TypeError("numba_energy must be a pair (kernel, params)") from None
+    if isinstance(kernel, CPUDispatcher) and getattr(kernel, "_energy_signature", None) is \
+            ENERGY_SIG and ENERGY_SIG.args not in [tuple(s) for s in kernel.signatures]:
+        kernel.compile(ENERGY_SIG.args)  # a built-in kernel met for the first time
     if not isinstance(kernel, CPUDispatcher) or \
             ENERGY_SIG.args not in [tuple(s) for s in kernel.signatures]:
         raise TypeError("the numba_energy kernel must be a Numba function compiled with "
@@ -101,8 +105,17 @@ def check_numba_energy(potential):
     return NumbaEnergy(kernel, params)
 
 
-@njit(types.void(ENERGY_TYPE, _vec, types.float64[:, ::1], types.int64, types.int64, _vec),
-      cache=True)
+def _energy_kernel(fn):
+    """``@njit(ENERGY_SIG, cache=True)`` for the built-in potentials, compiled (or
+    loaded from Numba's cache) when ``check_numba_energy`` first meets it instead
+    of at import: a flow that never evaluates a potential compiles none."""
+    dispatcher = njit(cache=True)(fn)
+    dispatcher._energy_signature = ENERGY_SIG
+    return dispatcher
+
+
+@compile_on_first_call(types.void(ENERGY_TYPE, _vec, types.float64[:, ::1], types.int64,
+                                  types.int64, _vec), cache=True)
 def _kernel_energies(kernel, params, x, n_particles, dim, out):
     for n in range(x.shape[0]):
         out[n] = kernel(params, x[n], n_particles, dim)
@@ -194,7 +207,7 @@ def _squared_distance(x, i, j, dim):
     return sq
 
 
-@njit(ENERGY_SIG, cache=True)
+@_energy_kernel
 def _double_well_kernel(params, x, n_particles, dim):
     a, b, c, d0, scale = params[0], params[1], params[2], params[3], params[4]
     total = 0.0
@@ -310,7 +323,7 @@ class DoubleWell(_PairPotential):
                 f"temperature={self.temperature})")
 
 
-@njit(ENERGY_SIG, cache=True)
+@_energy_kernel
 def _lennard_jones_kernel(params, x, n_particles, dim):
     epsilon, r_m2, tether, beta = params[0], params[1], params[2], params[3]
     total = 0.0

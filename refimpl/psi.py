@@ -395,6 +395,16 @@ class _Compiled:
         return self._sig
 
 
+def function_argument(fn, sig):
+    """Numba dispatcher ``fn``, compiled with signature ``sig``, as an argument
+    of type ``types.FunctionType(sig)`` that is cheap to pass (a ``_Compiled``;
+    the dispatcher itself where Numba lacks the private helper, as ``compiled``).
+    Does not follow a later ``recompile`` of ``fn``: for the package's own kernels."""
+    if _get_wrapper_address is None:
+        return fn
+    return _Compiled(fn, sig, fn.overloads[tuple(sig.args)])
+
+
 # dispatcher -> {member name: _Compiled}; weak, so that a psi function
 # nobody else holds (a family made in a loop) is not kept alive by the cache.
 _COMPILED = weakref.WeakKeyDictionary()
