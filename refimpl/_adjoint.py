@@ -28,7 +28,8 @@ from numba import njit, prange, types
 from . import ode, rbf
 from ._exp import exp
 from ._intrinsics import stack_array, stack_index_array
-from ._kernels import BLOCK, MIN_LANES, augmented_rhs, compile_on_first_call, scratch
+from ._kernels import (BLOCK, MIN_LANES, augmented_rhs, compile_on_first_call, scratch,
+                       window_ratios)
 from .psi import PAIR2_TYPE, PAIR_TYPE, PAIR_VJP_TYPE, PREPARE_TYPE, PREPARE_VJP_TYPE
 from .tableau import A, B, C, N_STAGES
 
@@ -175,14 +176,8 @@ def window_rhs_vjp(t, y, kbar, theta, work, c_bar, K, D, ybar, theta_bar):
             if j == K:
                 i += 1
                 j = i + 1
-        for lane in range(lanes):
-            k0 = rbf.nearest_centre(r[lane], mu_first, spacing, n_r)
-            nearest[lane] = k0
-            d0 = r[lane] - work[mu0 + rbf.WINDOW + k0]
-            first[lane] = exp(-gamma * d0 * d0)
-            # capped only where the ratios lead onto padded centres (never kept)
-            up[lane] = exp(min(gamma * spacing * (2.0 * d0 - spacing), 700.0))
-            down[lane] = exp(min(-gamma * spacing * (2.0 * d0 + spacing), 700.0))
+        # exponents capped only where the ratios lead onto padded centres (never kept)
+        window_ratios(r, lanes, theta, work, mu0, nearest, first, up, down)
         for lane in range(lanes):
             e[rbf.WINDOW * BLOCK + lane] = first[lane]
             keep[rbf.WINDOW * BLOCK + lane] = 1.0

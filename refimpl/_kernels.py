@@ -92,6 +92,31 @@ MIN_LANES = 8
 _DIFF_SIZE = _STACK_DIMS * BLOCK
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def window_ratios(r, lanes, theta, work, mu0, nearest, first, up, down):
+    """The start of the ratio recurrence of ``rbf._gaussians`` for the
+    distances ``r[:lanes]``: the nearest centre ``k0`` into ``nearest``, its
+    Gaussian into ``first``, and the first ratios upwards and downwards into
+    ``up`` and ``down`` (three ``exp`` per distance, the same expressions).
+
+    The exponents of the ratios are capped at 700; they exceed 0 only where
+    the ratios lead onto padded centres (``window_field_and_divergence``).
+    Inlined into the window kernels (``inline="always"``), so the loop runs
+    over their stack arrays and vectorizes there.
+    """
+    n_r = int(theta[0])
+    gamma = theta[2]
+    spacing = theta[4]
+    mu_first = theta[5]
+    for lane in range(lanes):
+        k0 = rbf.nearest_centre(r[lane], mu_first, spacing, n_r)
+        nearest[lane] = k0
+        d0 = r[lane] - work[mu0 + rbf.WINDOW + k0]
+        first[lane] = _exp(-gamma * d0 * d0)
+        up[lane] = _exp(min(gamma * spacing * (2.0 * d0 - spacing), 700.0))
+        down[lane] = _exp(min(-gamma * spacing * (2.0 * d0 + spacing), 700.0))
+
+
 @njit(cache=True, error_model="numpy")
 def window_field_and_divergence(x, t, theta, work, K, D, g):
     """``field_and_divergence`` for the RBF psi on its fixed window.
@@ -161,13 +186,7 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
             if j == K:
                 i += 1
                 j = i + 1
-        for lane in range(lanes):
-            k0 = rbf.nearest_centre(r[lane], mu_first, spacing, n_r)
-            nearest[lane] = k0
-            d0 = r[lane] - work[mu0 + rbf.WINDOW + k0]
-            first[lane] = _exp(-gamma * d0 * d0)
-            up[lane] = _exp(min(gamma * spacing * (2.0 * d0 - spacing), 700.0))
-            down[lane] = _exp(min(-gamma * spacing * (2.0 * d0 + spacing), 700.0))
+        window_ratios(r, lanes, theta, work, mu0, nearest, first, up, down)
         for lane in range(lanes):
             e[rbf.WINDOW * BLOCK + lane] = first[lane]
             value[lane] = first[lane]
