@@ -59,8 +59,8 @@ INITIAL_RECORDED_STEPS = 256
 # accepted steps (N_STAGES (K D + 1) floats per step and sample), so that the
 # adjoint need not replay it: first room for this many steps (a repeated solve
 # has room for all), and never more than MAX_RECORDED_STATE_BYTES per solve.
-# The adjoint replays the samples whose steps did not fit (the same numbers,
-# more time).
+# If that cap leaves some sample's steps out, the adjoint replays the whole
+# batch instead, in chunks of rows within the cap (the same numbers, more time).
 INITIAL_RECORDED_STATE_STEPS = 64
 MAX_RECORDED_STATE_BYTES = 2**27
 
@@ -257,10 +257,10 @@ def _adjoint_rows(psi, theta, y0, t_start, steps, y_bar, k, d, states=None):
     """Cotangents ``(theta_bar, y0_bar)`` of the frozen-step map for ``y_bar`` of its output.
 
     ``states`` are the stage states the adaptive solve recorded for these
-    very inputs (``_solve_rows``), or None. Where some row's steps are
-    missing from them, the steps are replayed (``_replay_rows``) in chunks of
-    rows of at most ``MAX_RECORDED_STATE_BYTES`` of stage states, each chunk
-    then swept backwards: the same states bitwise, so the same result.
+    very inputs (``_solve_rows``), or None. If they miss any row's steps,
+    every row's steps are replayed (``_replay_rows``) in chunks of rows of at
+    most ``MAX_RECORDED_STATE_BYTES`` of stage states, each chunk then swept
+    backwards: the same states bitwise, so the same result.
     ``theta_bar`` sums the samples' shares in row order, so it does not
     depend on the number of threads.
     """

@@ -309,6 +309,7 @@ class BgflowKernel(Psi):
         ranges += [np.arange(lg, lg + n_k)] if flags[0] else []
         ranges += [np.arange(lt, lt + n_s)] if flags[1] else []
         self.trainable = np.sort(np.concatenate(ranges)).astype(np.int64)
+        self.differentiable = self.trainable.copy()
 
     @classmethod
     def from_arrays(cls, optimize_d_gammas=False, optimize_t_gammas=False, **arrays):

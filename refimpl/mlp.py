@@ -125,6 +125,7 @@ class TanhMLP(Psi):
         super().__init__(np.concatenate([[hidden, as_finite_float(v0, "v0")], *parts]))
         self.ctx_size = hidden
         self.trainable = np.arange(1, self.theta.size)
+        self.differentiable = self.trainable.copy()
 
     @classmethod
     def from_theta(cls, theta):

@@ -43,6 +43,11 @@ Gradients (``refimpl.grad``) need four more members:
 ``trainable``
     int64 indices of the entries of ``theta`` that are parameters (the
     rest, such as sizes and fixed centres, get no gradient).
+``differentiable`` (optional)
+    the indices whose gradient the family's pullbacks compute; ``trainable``
+    must lie within them (the built-in families set it to their default
+    ``trainable``: a layout entry made trainable would be overwritten by
+    an optimizer and get no gradient).
 
 A family with ``from_theta`` may define ``check_ranges()``; ``check_psi``
 calls it whenever the psi is used (the built-in families bound their
@@ -368,6 +373,14 @@ def _check_psi(psi, gradients):
         if idx.dtype.kind not in "iu" or idx.ndim != 1 or (idx.size and (
                 idx.min() < 0 or idx.max() >= theta.size or np.unique(idx).size != idx.size)):
             raise ValueError("psi.trainable must be distinct integer indices into psi.theta")
+        allowed = getattr(psi, "differentiable", None)
+        if allowed is not None:
+            outside = idx[~np.isin(idx, allowed)]
+            if outside.size:
+                raise ValueError(
+                    f"psi.trainable includes theta entries {outside[:8].tolist()} that "
+                    f"{type(psi).__name__} does not differentiate (layout, sizes, centres or "
+                    "fixed widths); psi.differentiable lists the entries that may be trainable")
 
 
 class _Compiled:

@@ -378,6 +378,7 @@ class RBFKernel(Psi):
                                          mu, nu, weights.ravel()]))
         self.ctx_size = 2 * mu.size + nu.size
         self.trainable = np.arange(_HEADER + mu.size + nu.size, self.theta.size)
+        self.differentiable = self.trainable.copy()
 
     @classmethod
     def from_theta(cls, theta):

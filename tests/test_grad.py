@@ -457,3 +457,22 @@ def test_interleaved_gradient_computations_equal_separate_ones():
 
     np.testing.assert_array_equal(autograd.grad(nested)(p), alone[1])
     np.testing.assert_array_equal(inner[0], alone[0])
+
+
+def test_trainable_entries_outside_what_the_family_differentiates_are_refused():
+    """Reviewer's case (a segmentation fault before): an RBF psi with its
+    whole theta trainable let params overwrite the layout header (sizes), and
+    a trainable width got a zero gradient. A trainable subset of the
+    weights stays allowed."""
+    x = refimpl.MeanFreeNormal(3, 2).sample(2, 0)
+    for extra in (np.arange(5), [2]):  # the header; gamma alone
+        psi = refimpl.RBFKernel(np.zeros((6, 3)), n_distance=6, n_time=3)
+        psi.trainable = np.union1d(psi.trainable, extra).astype(np.int64)
+        with pytest.raises(ValueError, match="does not differentiate"):
+            model = refimpl.FlowModel(refimpl.EquivariantFlow(psi, n_particles=3, dim=2))
+            model.log_prob(np.zeros(psi.trainable.size), x)
+    psi = refimpl.RBFKernel(np.zeros((6, 3)), n_distance=6, n_time=3)
+    psi.trainable = psi.trainable[:5].copy()
+    model = refimpl.FlowModel(refimpl.EquivariantFlow(psi, n_particles=3, dim=2))
+    value, grad = autograd.value_and_grad(lambda p: np.sum(model.log_prob(p, x)))(np.zeros(5))
+    assert np.all(np.isfinite(value)) and grad.shape == (5,) and np.any(grad != 0.0)

@@ -283,6 +283,25 @@ def test_far_gaussians_give_zero_terms_even_where_their_factors_overflow():
         assert np.all(np.isfinite(refimpl.vector_field(x, t, wide_in_time)))
 
 
+def test_bgflow_width_gradient_is_finite_where_a_time_gaussian_underflows():
+    """The pullback of bgflow's time Gaussians at huge t: with width factor
+    e^0 the exponent ((t - nu) e^l)^2 overflows to inf while the Gaussian is
+    0, and its width gradient must be 0 there, not inf * 0 (with e^-373 the
+    old exponent (t - nu)^2 (e^l)^2 was inf * 0 already in the forward pass)."""
+    from refimpl.bgflow_kernel import _offsets, _prepare, _prepare_vjp
+    bg = refimpl.BgflowKernel(np.linspace(0.0, 6.0, 7), 0.7, np.linspace(0.0, 1.0, 3), 0.5,
+                              weights=np.ones((7, 3)), optimize_t_gammas=True)
+    _, _, _, lt, im, _, _ = _offsets(7, 3)
+    for log_width, t in [(0.0, 1e300), (0.0, -1e200), (-373.0, -1e155), (-373.0, 0.5)]:
+        theta = bg.theta.copy()
+        theta[lt:im] = log_width
+        ctx = np.zeros(bg.ctx_size)
+        _prepare(theta, t, ctx)
+        theta_bar = np.zeros_like(theta)
+        _prepare_vjp(theta, t, ctx, np.ones(bg.ctx_size), theta_bar)
+        assert np.all(np.isfinite(ctx)) and np.all(np.isfinite(theta_bar)), t
+
+
 def test_parameters_beyond_max_parameter_are_refused_by_name_when_used():
     """Reviewer's cases (NaN or inf before): huge widths and weights are refused
     when the psi is used, naming the parameter; at the bound results are finite."""
