@@ -11,7 +11,8 @@ toolkit in ``refimpl.testing`` (needs hypothesis: ``pip install refimpl[testing]
 from . import ode
 from ._version import __version__
 from .bgflow_kernel import BgflowKernel
-from .flow import EquivariantFlow, SolverError, SolverStats, divergence, vector_field
+from .flow import (EquivariantFlow, SolverError, SolverStats, divergence, field_and_divergence,
+                   vector_field)
 from .grad import FlowModel
 from .io import load_model, save_model
 from .mcmc import MCMCResult, metropolis_hastings
@@ -24,7 +25,8 @@ from .realnvp import RealNVP
 from .reweight import effective_sample_size, log_weights, normalized_weights, reweighted_mean
 
 __all__ = [
-    "EquivariantFlow", "SolverError", "SolverStats", "divergence", "vector_field",
+    "EquivariantFlow", "SolverError", "SolverStats", "divergence", "field_and_divergence",
+    "vector_field",
     "MeanFreeNormal", "remove_mean",
     "Psi", "RBFKernel", "TanhMLP", "BgflowKernel", "PREPARE_SIG", "PAIR_SIG",
     "FlowModel", "RealNVP", "helmert_basis",

@@ -28,7 +28,8 @@ from ._validate import (MAX_STEPS_LIMIT, as_configurations, as_finite_float, as_
 from .prior import MeanFreeNormal, standard_normal_log_prob
 from .psi import check_psi
 
-__all__ = ["EquivariantFlow", "SolverError", "SolverStats", "divergence", "vector_field"]
+__all__ = ["EquivariantFlow", "SolverError", "SolverStats", "divergence", "field_and_divergence",
+           "vector_field"]
 
 
 def vector_field(x, t, psi):
@@ -45,6 +46,16 @@ def divergence(x, t, psi):
     ``div g = sum_i sum_{j != i} [psi'(r_ij, t) r_ij + D psi(r_ij, t)]``.
     """
     return _field_and_divergence(x, t, psi)[1]
+
+
+def field_and_divergence(x, t, psi):
+    """``(vector_field(x, t, psi), divergence(x, t, psi))`` from one evaluation.
+
+    Each of the two computes both (one pass over the pairs); this returns
+    both for the price of one call: the right-hand side ``[g, -div g]`` of the
+    augmented ODE, for ``scipy.integrate.solve_ivp`` say.
+    """
+    return _field_and_divergence(x, t, psi)
 
 
 def _field_and_divergence(x, t, psi):

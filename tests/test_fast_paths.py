@@ -158,3 +158,23 @@ def test_check_psi_remembers_a_valid_psi_but_sees_every_change():
     with pytest.raises(TypeError, match="pair"):
         psi.pair = None
         check_psi(psi)
+
+
+def test_field_and_divergence_is_one_evaluation_of_both():
+    """The public pair equals the two separate calls bitwise (window and
+    general path, one configuration and a batch) and checks its input as they do."""
+    rng = np.random.default_rng(4)
+    for psi in (refimpl.RBFKernel(0.3 * rng.standard_normal((50, 10))),
+                refimpl.TanhMLP(8, rng=2)):
+        for x in (rng.standard_normal((5, 2)), rng.standard_normal((3, 2, 6, 3))):
+            g, div = refimpl.field_and_divergence(x, 0.3, psi)
+            np.testing.assert_array_equal(g, refimpl.vector_field(x, 0.3, psi))
+            np.testing.assert_array_equal(div, refimpl.divergence(x, 0.3, psi))
+            assert g.shape == x.shape and div.shape == x.shape[:-2]
+        for bad_x, bad_t, error in ((x, np.nan, ValueError), (np.ones(3), 0.3, ValueError),
+                                    (x.astype(complex), 0.3, TypeError)):
+            with pytest.raises(error) as got:
+                refimpl.field_and_divergence(bad_x, bad_t, psi)
+            with pytest.raises(error) as want:
+                refimpl.vector_field(bad_x, bad_t, psi)
+            assert str(got.value) == str(want.value)
