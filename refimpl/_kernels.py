@@ -137,9 +137,13 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
     the block over stack arrays (``_intrinsics.stack_array``) that LLVM runs in SIMD
     lanes; field and divergence are then accumulated pair by pair in the
     order of ``field_and_divergence``, with the same products (the pair
-    vectors ``x_i - x_j`` are kept from the distance step). ``c`` and ``mu``
-    are read from ``work`` by index (no array views: each costs reference
-    counting).
+    vectors ``x_i - x_j`` are kept from the distance step). ``c`` is read
+    from ``work`` by index (no array views: each costs reference counting);
+    the centres in the window sums are computed as ``k spacing + mu_0``,
+    with the one exception ``rbf.window_exception`` stores (such as
+    ``np.linspace``'s endpoint): the same numbers as the padded centres in
+    ``work``, without a second gather per term; grids with more exceptions
+    look every centre up.
     """
     rbf.window_prepare(theta, t, work)
     n_r = int(theta[0])
@@ -147,6 +151,7 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
     spacing = theta[4]
     mu_first = theta[5]
     mu0 = rbf.window_mu_offset(n_r, int(theta[1]))
+    k_exception, mu_exception = rbf.window_exception(theta, work)
     rho = _exp(-2.0 * gamma * spacing * spacing)
     r = stack_array(BLOCK)
     nearest = stack_index_array(BLOCK)
@@ -205,12 +210,22 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
         for lane in range(lanes):
             psi[lane] = 0.0
             slope[lane] = 0.0
-        for m in range(_SPAN):
-            for lane in range(lanes):
-                k = nearest[lane] + m
-                w = work[k] * e[m * BLOCK + lane]
-                psi[lane] += w
-                slope[lane] += rbf.slope_term(gamma, r[lane] - work[mu0 + k], w)
+        if k_exception == rbf.LOOK_UP_CENTRES:
+            for m in range(_SPAN):
+                for lane in range(lanes):
+                    k = nearest[lane] + m
+                    w = work[k] * e[m * BLOCK + lane]
+                    psi[lane] += w
+                    slope[lane] += rbf.slope_term(gamma, r[lane] - work[mu0 + k], w)
+        else:
+            for m in range(_SPAN):
+                for lane in range(lanes):
+                    k = nearest[lane] + m
+                    mu_k = (k - rbf.WINDOW) * spacing + mu_first  # = work[mu0 + k]
+                    mu_k = mu_exception if k == k_exception else mu_k
+                    w = work[k] * e[m * BLOCK + lane]
+                    psi[lane] += w
+                    slope[lane] += rbf.slope_term(gamma, r[lane] - mu_k, w)
         for lane in range(count):
             i_0 = pair_i[lane] * D
             j_0 = pair_j[lane] * D

@@ -248,14 +248,16 @@ C_BLOCK = 32
 
 @njit(cache=True)
 def _window_layout(n_r, n_t):
-    """Offsets in the fixed-window scratch ``[c padded, mu padded, b, W^T]`` and
-    the row length ``n_c`` of ``W^T`` (``c`` and its right padding, rounded up
-    to ``C_BLOCK``; zeros past ``n_r``)."""
+    """Offsets in the fixed-window scratch ``[c padded, mu padded, b, W^T,
+    exception]`` and the row length ``n_c`` of ``W^T`` (``c`` and its right
+    padding, rounded up to ``C_BLOCK``; zeros past ``n_r``); ``exception``:
+    see ``window_exception``."""
     n_c = -(-(n_r + WINDOW) // C_BLOCK) * C_BLOCK
     mu0 = WINDOW + n_c
     b0 = mu0 + n_r + 2 * WINDOW
     wt0 = b0 + n_t
-    return n_c, mu0, b0, wt0, wt0 + n_t * n_c
+    fix0 = wt0 + n_t * n_c
+    return n_c, mu0, b0, wt0, fix0, fix0 + 2
 
 
 def window_work_size(theta):
@@ -266,7 +268,8 @@ def window_work_size(theta):
 @njit(cache=True)
 def window_setup(theta, work):
     """Fill the fixed parts of ``work``: padded centres, the zero padding of
-    ``c`` and ``W`` transposed and zero-padded (``W^T[l, k]`` at ``l n_c + k``).
+    ``c``, ``W`` transposed and zero-padded (``W^T[l, k]`` at ``l n_c + k``)
+    and the centre off ``k spacing + mu_0`` (``window_exception``).
 
     Centres past the grid continue its spacing; their ``c`` is 0, so they
     add exact zeros.
@@ -274,7 +277,7 @@ def window_setup(theta, work):
     n_r = int(theta[0])
     n_t = int(theta[1])
     spacing = theta[4]
-    n_c, mu0, b0, wt0, size = _window_layout(n_r, n_t)
+    n_c, mu0, b0, wt0, fix0, size = _window_layout(n_r, n_t)
     for m in range(size):
         work[m] = 0.0
     for m in range(n_r + 2 * WINDOW):
@@ -287,6 +290,27 @@ def window_setup(theta, work):
     for k in range(n_r):
         for l in range(n_t):
             work[wt0 + l * n_c + k] = theta[w0 + k * n_t + l]
+    work[fix0] = NO_EXCEPTION
+    for k in range(n_r):
+        if theta[_HEADER + k] != k * spacing + theta[_HEADER]:
+            work[fix0] = WINDOW + k if work[fix0] == NO_EXCEPTION else LOOK_UP_CENTRES
+            work[fix0 + 1] = theta[_HEADER + k]
+
+
+# ``window_exception``'s index where every centre is ``k spacing + mu_0`` in
+# float64, and where more than one is not (the kernels then look them all up).
+NO_EXCEPTION = -1
+LOOK_UP_CENTRES = -2
+
+
+@njit(cache=True)
+def window_exception(theta, work):
+    """``(padded index, value)`` of the one centre off ``k spacing + mu_0``, as
+    ``window_setup`` stored it; the index is ``NO_EXCEPTION`` if there is none
+    (``np.linspace`` grids have at most their endpoint) and
+    ``LOOK_UP_CENTRES`` if there are more."""
+    fix0 = _window_layout(int(theta[0]), int(theta[1]))[4]
+    return int(work[fix0]), work[fix0 + 1]
 
 
 @njit(cache=True)
@@ -314,7 +338,7 @@ def window_prepare(theta, t, work):
     """
     n_r = int(theta[0])
     n_t = int(theta[1])
-    n_c, mu0, b0, wt0, size = _window_layout(n_r, n_t)
+    n_c, mu0, b0, wt0, fix0, size = _window_layout(n_r, n_t)
     time_basis(theta, t, work, b0)
     c = work[WINDOW: WINDOW + n_c]
     wt = work[wt0: size]

@@ -120,6 +120,48 @@ def test_a_nan_distance_stays_on_the_grid():
         assert np.isnan(div[0]) and np.all(np.isnan(g[0, 4:]))
 
 
+def _grid_off_by_an_ulp(*indices):
+    """30 centres on [1, 6] (np.linspace: here each ``k spacing + mu_0`` in
+    float64), with the given ones moved by one ulp: still equally spaced to
+    rounding."""
+    mu = np.linspace(1.0, 6.0, 30)
+    for k in indices:
+        mu[k] = np.nextafter(mu[k], np.inf)
+    return mu
+
+
+@pytest.mark.parametrize("mu, exception", [
+    (_grid_off_by_an_ulp(), refimpl.rbf.NO_EXCEPTION),
+    (_grid_off_by_an_ulp(17), refimpl.rbf.WINDOW + 17),
+    (np.linspace(0.0, 8.0, 50), refimpl.rbf.WINDOW + 49),  # the endpoint
+    (_grid_off_by_an_ulp(5, 20), refimpl.rbf.LOOK_UP_CENTRES),
+    (np.arange(40) * 0.2 + 0.3, refimpl.rbf.LOOK_UP_CENTRES),  # spacing not exactly 0.2
+])
+def test_window_kernel_computes_the_centres_as_it_would_look_them_up(mu, exception):
+    """The window sums compute the centres as ``k spacing + mu_0``, with the one
+    centre that differs stored and used where it falls in a window; with more
+    exceptions the kernel looks every centre up. Computed or looked up, the
+    results are the same bits (the scratch's mode switched by hand)."""
+    from refimpl._kernels import scratch, window_field_and_divergence
+    rng = np.random.default_rng(11)
+    psi = refimpl.RBFKernel(0.5 * rng.standard_normal((mu.size, 4)), mu=mu, n_time=4)
+    ctx_size, window, _, _ = psi_args(psi)
+    assert window
+    work = scratch(psi.theta, ctx_size, True)
+    assert refimpl.rbf.window_exception(psi.theta, work)[0] == exception
+    mode_at = refimpl.rbf._window_layout(mu.size, 4)[4]
+    x = 3.0 * rng.standard_normal((6, 13 * 3))
+    for t in (0.2, 0.9):
+        for row in x:
+            out = []
+            for mode in (exception, refimpl.rbf.LOOK_UP_CENTRES):
+                work[mode_at] = mode
+                g = np.empty(row.size)
+                out.append((g, window_field_and_divergence(row, t, psi.theta, work, 13, 3, g)))
+            np.testing.assert_array_equal(out[0][0], out[1][0])
+            assert out[0][1] == out[1][1]
+
+
 @pytest.mark.parametrize("kwargs", [{"gamma": 1.0}, {"mu": [0.0, 0.5, 2.0, 4.0]}])
 def test_rbf_outside_the_window_conditions_uses_its_own_functions(kwargs):
     # wide Gaussians (more than WINDOW centres matter) or unequal centres
