@@ -13,11 +13,13 @@ import math
 
 import numpy as np
 from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from . import ode, rbf
 from ._exp import exp as _exp
 from ._intrinsics import stack_array, stack_index_array
-from .psi import PAIR_TYPE, PREPARE_TYPE, check_psi, compiled, function_argument
+from .psi import PAIR_SIG, PREPARE_SIG, check_psi, compiled, function_argument
 
 
 @njit(cache=True, error_model="numpy")
@@ -372,12 +374,54 @@ _states = types.float64[:, :, :, ::1]
 # solver (about a second and a half less compilation at a cold start). Each
 # row's arithmetic is the same either way.
 
+# The general path takes psi's prepare and pair as the int64 addresses of
+# their compiled C wrappers (``_address``) and makes first-class functions of
+# them inside (``_function_at``): Numba's dispatch of a first-class function
+# argument calls back into Python twice per argument (~2 us each), more than
+# a small call computes. The calls themselves are the same as through a
+# function argument (Numba calls that address too).
+
+def _function_at(signature):
+    """An intrinsic: ``types.FunctionType(signature)`` from the address of a
+    compiled function's C wrapper (an int64)."""
+    function_type = types.FunctionType(signature)
+
+    @intrinsic
+    def function_at(typingctx, address):
+        if not isinstance(address, types.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):
+            function = cgutils.create_struct_proxy(function_type)(context, builder)
+            voidptr = context.get_value_type(types.voidptr)
+            function.c_addr = builder.inttoptr(args[0], voidptr)
+            function.py_addr = cgutils.get_null_value(voidptr)
+            function.jit_addr = cgutils.get_null_value(voidptr)
+            return function._getvalue()
+
+        return function_type(address), codegen
+
+    return function_at
+
+
+_prepare_at = _function_at(PREPARE_SIG)
+_pair_at = _function_at(PAIR_SIG)
+
+
+def _address(fn, signature):
+    """The C wrapper address of psi function ``fn`` as ``psi.compiled`` gives it."""
+    if hasattr(fn, "__wrapper_address__"):
+        return fn.__wrapper_address__()
+    result = fn.get_compile_result(signature)  # the dispatcher itself (see psi.compiled)
+    return result.library.get_pointer_to_function(result.fndesc.llvm_cfunc_wrapper_name)
+
+
 _WINDOW_FIELD = (_mat, _f8, _vec, _i8, _i8, _i8, _mat, _vec)
-_PSI_FIELD = (_mat, _f8, _vec, _i8, PREPARE_TYPE, PAIR_TYPE, _i8, _i8, _mat, _vec)
+_PSI_FIELD = (_mat, _f8, _vec, _i8, _i8, _i8, _i8, _i8, _mat, _vec)
 _WINDOW_SOLVE = (_mat, _f8, _f8, _f8, _f8, _i8, _vec, _i8, _i8, _i8, _mat, _imat, _ivec, _vec, _mat,
                  _states)
-_PSI_SOLVE = (_mat, _f8, _f8, _f8, _f8, _i8, _vec, _i8, PREPARE_TYPE, PAIR_TYPE, _i8, _i8, _mat,
-              _imat, _ivec, _vec, _mat, _states)
+_PSI_SOLVE = (_mat, _f8, _f8, _f8, _f8, _i8, _vec, _i8, _i8, _i8, _i8, _i8, _mat, _imat, _ivec,
+              _vec, _mat, _states)
 
 
 def _rows(args):
@@ -405,7 +449,9 @@ def _window_field_threads(rows, X, t, theta, work_size, K, D, G, div):
 
 
 @compile_on_first_call(_rows(_PSI_FIELD), cache=True)
-def _psi_field_rows(X, t, theta, ctx_size, prepare, pair, K, D, G, div, first, stop):
+def _psi_field_rows(X, t, theta, ctx_size, prepare_at, pair_at, K, D, G, div, first, stop):
+    prepare = _prepare_at(prepare_at)
+    pair = _pair_at(pair_at)
     for b in range(first, stop):
         ctx = scratch(theta, ctx_size, False)
         div[b] = psi_field_and_divergence(X[b], t, theta, ctx, prepare, pair, K, D, G[b])
@@ -427,11 +473,13 @@ def field_and_divergence_batch(X, t, theta, ctx_size, window, prepare, pair, K, 
         else:
             _window_field_threads(_window_field_rows.argument, X, t, theta, ctx_size, K, D, G,
                                   div)
-    elif X.shape[0] == 1:
-        _psi_field_rows(X, t, theta, ctx_size, prepare, pair, K, D, G, div, 0, 1)
+        return
+    functions = _address(prepare, PREPARE_SIG), _address(pair, PAIR_SIG)
+    if X.shape[0] == 1:
+        _psi_field_rows(X, t, theta, ctx_size, *functions, K, D, G, div, 0, 1)
     else:
-        _psi_field_threads(_psi_field_rows.argument, X, t, theta, ctx_size, prepare, pair, K, D,
-                           G, div)
+        _psi_field_threads(_psi_field_rows.argument, X, t, theta, ctx_size, *functions, K, D, G,
+                           div)
 
 
 _solve_window = ode.make_solver(window_rhs).solve
@@ -459,8 +507,10 @@ def _window_solve_threads(rows, Y0, t0, t1, rtol, atol, max_steps, theta, work_s
 
 
 @compile_on_first_call(_rows(_PSI_SOLVE), cache=True)
-def _psi_solve_rows(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, prepare, pair, K, D, Y,
-                    stats, status, t_end, times, states, first, stop):
+def _psi_solve_rows(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, prepare_at, pair_at, K,
+                    D, Y, stats, status, t_end, times, states, first, stop):
+    prepare = _prepare_at(prepare_at)
+    pair = _pair_at(pair_at)
     for b in range(first, stop):
         p = (theta, scratch(theta, ctx_size, False), prepare, pair, K, D)
         code, t_reached = _solve_psi(p, t0, t1, Y0[b], rtol, atol, max_steps, Y[b], stats[b],
@@ -497,7 +547,9 @@ def solve_flow_batch(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, window,
             _window_solve_rows(*common, *rest, 0, 1)
         else:
             _window_solve_threads(_window_solve_rows.argument, *common, *rest)
-    elif Y0.shape[0] == 1:
-        _psi_solve_rows(*common, prepare, pair, *rest, 0, 1)
+        return
+    functions = _address(prepare, PREPARE_SIG), _address(pair, PAIR_SIG)
+    if Y0.shape[0] == 1:
+        _psi_solve_rows(*common, *functions, *rest, 0, 1)
     else:
-        _psi_solve_threads(_psi_solve_rows.argument, *common, prepare, pair, *rest)
+        _psi_solve_threads(_psi_solve_rows.argument, *common, *functions, *rest)
