@@ -155,6 +155,16 @@ def as_finite_float(v, name):
     return v
 
 
+def as_time(v, name="t"):
+    """A time ``t``: a finite real number within ``MAX_COORDINATE`` (as coordinates,
+    so that psi's time terms, such as ``c t`` of ``TanhMLP`` or ``(t - nu)^2``,
+    stay finite or overflow alone, never meet an infinity of the other sign)."""
+    v = as_finite_float(v, name)
+    if abs(v) > MAX_COORDINATE:
+        raise ValueError(f"{name} = {v:.3g} is out of range: beyond +-{MAX_COORDINATE:.0e}")
+    return v
+
+
 def as_positive_float(v, name):
     v = as_finite_float(v, name)
     if v <= 0:

@@ -72,7 +72,7 @@ import numpy as np
 from numba import njit
 
 from ._exp import exp
-from ._validate import as_configurations, as_finite_float, as_float_array, check_range
+from ._validate import as_configurations, as_float_array, as_time, check_range
 from .files import read_npz
 from .psi import MAX_PARAMETER, Psi, check_parameter, family_function
 
@@ -393,7 +393,7 @@ class BgflowKernel(Psi):
         """bgflow's divergence (``forward`` returns its negative): regularized ``d``,
         approximate ``dK``; shape ``x.shape[:-2]``. ``refimpl.divergence`` is the exact one."""
         x = as_configurations(x, "x")
-        t = as_finite_float(t, "t")
+        t = as_time(t)
         # (t - mu)^2 / width^2 may overflow for |t| ~ 1e154: exp(-inf) = 0 is then exact
         with np.errstate(over="ignore"):
             return self._bgflow_divergence(x, t)

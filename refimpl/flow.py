@@ -23,8 +23,8 @@ from autograd.tracer import getval, isbox
 
 from . import _engine
 from ._engine import SolverError, SolverStats
-from ._validate import (MAX_STEPS_LIMIT, as_configurations, as_finite_float, as_generator,
-                        as_positive_float, as_positive_int, as_solver_rtol)
+from ._validate import (MAX_STEPS_LIMIT, as_configurations, as_generator,
+                        as_positive_float, as_positive_int, as_solver_rtol, as_time)
 from .prior import MeanFreeNormal, standard_normal_log_prob
 from .psi import check_psi
 
@@ -60,7 +60,7 @@ def field_and_divergence(x, t, psi):
 
 def _field_and_divergence(x, t, psi):
     verdict = check_psi(psi)
-    return _engine.field_and_divergence(psi, as_configurations(x), as_finite_float(t, "t"),
+    return _engine.field_and_divergence(psi, as_configurations(x), as_time(t),
                                         verdict)
 
 
@@ -98,8 +98,8 @@ class EquivariantFlow:
                  n_particles=None, dim=None):
         check_psi(psi)
         self.psi = psi
-        self.t0 = as_finite_float(t0, "t0")
-        self.t1 = as_finite_float(t1, "t1")
+        self.t0 = as_time(t0, "t0")
+        self.t1 = as_time(t1, "t1")
         if self.t0 == self.t1:
             raise ValueError(f"t0 and t1 must differ, both are {self.t0}")
         self.rtol = as_solver_rtol(rtol, "rtol")

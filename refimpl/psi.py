@@ -68,7 +68,7 @@ try:  # private to Numba (0.68 has it); see ``compiled`` for what happens withou
 except ImportError:  # pragma: no cover - depends on the installed Numba
     _get_wrapper_address = None
 
-from ._validate import as_finite_float, as_float_array, as_positive_int
+from ._validate import as_float_array, as_positive_int, as_time
 
 _vec = types.float64[::1]
 PREPARE_SIG = types.void(_vec, types.float64, _vec)
@@ -110,7 +110,7 @@ class Psi:
     def values(self, r, t):
         """``(psi(r, t), d psi / d r (r, t))`` for an array of distances ``r``."""
         r = as_float_array(r, "r")
-        t = as_finite_float(t, "t")
+        t = as_time(t)
         flat = np.ascontiguousarray(r.ravel())
         out_psi = np.empty_like(flat)
         out_dpsi = np.empty_like(flat)

@@ -737,3 +737,18 @@ def test_demo_default_throughput_test_stops_at_its_sample_cap(monkeypatch):
     done, _ = cli._throughput(fake, None)
     assert done == sum(drawn) == cli.DEMO_THROUGHPUT_MAX
     assert drawn[:4] == [1, 2, 4, 8]  # doubling batches
+
+
+def test_times_beyond_max_coordinate_are_refused_by_name():
+    """Hypothesis found NaN: TanhMLP's a r + c t with a r = +inf and c t = -inf
+    (r ~ 1e293, t = -1e273, a = c = 1e100). Times are bounded like coordinates."""
+    mlp = TanhMLP(8, a=np.full(8, 1e100), c=np.full(8, 1e100), b=np.ones(8),
+                  v=np.ones(8), v0=0.0)
+    x = np.array([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0]])
+    for call in (lambda: mlp.values(np.array([1.3e293]), -1e273),
+                 lambda: vector_field(x, 1e151, mlp),
+                 lambda: EquivariantFlow(mlp, t1=2e150)):
+        with pytest.raises(ValueError, match="out of range"):
+            call()
+    value, slope = mlp.values(np.array([1.3e293]), -1e150)
+    assert np.isfinite(value[0]) and np.isfinite(slope[0])
