@@ -28,8 +28,8 @@ from numba import njit, prange, types
 from . import ode, rbf
 from ._exp import exp
 from ._intrinsics import stack_array, stack_index_array
-from ._kernels import (BLOCK, MIN_LANES, augmented_rhs, compile_on_first_call, scratch,
-                       window_ratios)
+from ._kernels import (BLOCK, MIN_LANES, augmented_rhs, compile_on_first_call, next_pair,
+                       scratch, window_ratios)
 from .psi import PAIR2_TYPE, PAIR_TYPE, PAIR_VJP_TYPE, PREPARE_TYPE, PREPARE_VJP_TYPE
 from .tableau import A, B, C, N_STAGES
 
@@ -176,10 +176,7 @@ def window_rhs_vjp(t, y, kbar, theta, work, c_bar, K, D, ybar, theta_bar):
             r[lane], dot[lane] = _distance_and_dot(y, kbar, i, j, D)
             pair_i[lane] = i
             pair_j[lane] = j
-            j += 1
-            if j == K:
-                i += 1
-                j = i + 1
+            i, j = next_pair(i, j, K)
         # exponents capped only where the ratios lead onto padded centres (never kept)
         window_ratios(r, lanes, theta, work, mu0, nearest, first, up, down)
         for lane in range(lanes):

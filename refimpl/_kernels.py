@@ -94,6 +94,16 @@ MIN_LANES = 8
 _DIFF_SIZE = _STACK_DIMS * BLOCK
 
 
+@njit(cache=True, inline="always")
+def next_pair(i, j, K):
+    """The pair after ``(i, j)`` in the order ``(0, 1), (0, 2), ..., (1, 2), ...``."""
+    j += 1
+    if j == K:
+        i += 1
+        j = i + 1
+    return i, j
+
+
 @njit(cache=True, error_model="numpy", inline="always")
 def window_ratios(r, lanes, theta, work, mu0, nearest, first, up, down):
     """The start of the ratio recurrence of ``rbf._gaussians`` for the
@@ -189,10 +199,7 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
             r[lane] = math.sqrt(r2)
             pair_i[lane] = i
             pair_j[lane] = j
-            j += 1
-            if j == K:
-                i += 1
-                j = i + 1
+            i, j = next_pair(i, j, K)
         window_ratios(r, lanes, theta, work, mu0, nearest, first, up, down)
         for lane in range(lanes):
             e[rbf.WINDOW * BLOCK + lane] = first[lane]
