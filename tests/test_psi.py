@@ -329,3 +329,15 @@ def test_parameters_beyond_max_parameter_are_refused_by_name_when_used():
         for scale in (1.0, 1e-3, 1e140):
             assert np.all(np.isfinite(refimpl.divergence(scale * x, 0.5, psi)))
             assert np.all(np.isfinite(refimpl.vector_field(scale * x, 0.5, psi)))
+
+
+def test_kernels_work_without_numbas_private_address_helper(monkeypatch):
+    """``psi.compiled`` uses Numba's private ``_get_wrapper_address`` when it
+    exists and falls back to the dispatcher (and ``_kernels._address`` to the
+    compile result) when a Numba release drops it: the same numbers."""
+    x = np.array([[0.0, 0.0], [1.0, 0.5], [-1.0, -0.5]])
+    want = refimpl.vector_field(x, 0.3, refimpl.TanhMLP(8, rng=4))
+    monkeypatch.setattr(refimpl.psi, "_get_wrapper_address", None)
+    fresh = refimpl.TanhMLP(8, rng=4)
+    assert refimpl.psi.compiled(fresh, "pair") is fresh.pair
+    np.testing.assert_array_equal(refimpl.vector_field(x, 0.3, fresh), want)
