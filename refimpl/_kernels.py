@@ -11,6 +11,7 @@ and with any number of threads.
 import functools
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.core import cgutils
@@ -450,19 +451,20 @@ def _window_field_rows(X, t, theta, work_size, K, D, G, div, first, stop):
         div[b] = window_field_and_divergence(X[b], t, theta, work, K, D, G[b])
 
 
-# Rows per task of a threaded field evaluation: large enough that the scratch set-up
-# (W transposed, ~0.3 us) is shared, small enough to balance the threads. Each row's
-# numbers do not depend on it.
+# Most rows per task of a threaded field evaluation: tasks share one scratch (its set-up,
+# W transposed, costs ~0.3 us), and a batch gives every thread a task. Each row's numbers
+# do not depend on how the rows are split.
 FIELD_ROWS_PER_TASK = 64
 
 
-@compile_on_first_call(_threads(_WINDOW_FIELD), cache=True, parallel=True)
-def _window_field_threads(rows, X, t, theta, work_size, K, D, G, div):
+@compile_on_first_call(types.void(*_threads(_WINDOW_FIELD).args, _i8), cache=True,
+                       parallel=True)
+def _window_field_threads(rows, X, t, theta, work_size, K, D, G, div, per_task):
     n = X.shape[0]
-    tasks = -(-n // FIELD_ROWS_PER_TASK)
+    tasks = -(-n // per_task)
     for task in prange(tasks):
-        first = np.int64(task) * FIELD_ROWS_PER_TASK  # prange counts in uint64
-        rows(X, t, theta, work_size, K, D, G, div, first, min(first + FIELD_ROWS_PER_TASK, n))
+        first = np.int64(task) * per_task  # prange counts in uint64
+        rows(X, t, theta, work_size, K, D, G, div, first, min(first + per_task, n))
 
 
 @compile_on_first_call(_rows(_PSI_FIELD), cache=True)
@@ -488,8 +490,9 @@ def field_and_divergence_batch(X, t, theta, ctx_size, window, prepare, pair, K, 
         if X.shape[0] == 1:
             _window_field_rows(X, t, theta, ctx_size, K, D, G, div, 0, 1)
         else:
+            per_task = min(FIELD_ROWS_PER_TASK, -(-X.shape[0] // numba.get_num_threads()))
             _window_field_threads(_window_field_rows.argument, X, t, theta, ctx_size, K, D, G,
-                                  div)
+                                  div, per_task)
         return
     functions = _address(prepare, PREPARE_SIG), _address(pair, PAIR_SIG)
     if X.shape[0] == 1:

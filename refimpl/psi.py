@@ -177,6 +177,7 @@ def _check_layout(psi):
     the parameters (``MAX_PARAMETER``). Other families are probed once per call:
     ``prepare`` and ``pair`` run on a scratch array with guard values past
     ``ctx_size``, which must survive (reads out of bounds cannot be seen).
+    Returns the rebuilt psi (None for other families).
     """
     if hasattr(type(psi), "from_theta"):
         try:
@@ -195,7 +196,7 @@ def _check_layout(psi):
         # gradients); a psi that is used must be within them
         if hasattr(rebuilt, "check_ranges"):
             rebuilt.check_ranges()
-        return
+        return rebuilt
     ctx = np.full(int(psi.ctx_size) + _CANARY_SLOTS, _CANARY)
     psi.prepare(psi.theta, 0.0, ctx)
     psi.pair(psi.theta, ctx, 1.0)
@@ -367,13 +368,14 @@ def _check_psi(psi, gradients):
     if not np.all(np.isfinite(theta)):
         raise ValueError("psi.theta contains NaN or infinite values")
     as_positive_int(psi.ctx_size, "psi.ctx_size", minimum=0)
-    _check_layout(psi)
+    rebuilt = _check_layout(psi)
     if gradients:
         idx = np.asarray(psi.trainable)
         if idx.dtype.kind not in "iu" or idx.ndim != 1 or (idx.size and (
                 idx.min() < 0 or idx.max() >= theta.size or np.unique(idx).size != idx.size)):
             raise ValueError("psi.trainable must be distinct integer indices into psi.theta")
-        allowed = getattr(psi, "differentiable", None)
+        # a family with from_theta says it for its theta, not for an attribute one may edit
+        allowed = getattr(psi if rebuilt is None else rebuilt, "differentiable", None)
         if allowed is not None:
             outside = idx[~np.isin(idx, allowed)]
             if outside.size:

@@ -292,9 +292,10 @@ def window_setup(theta, work):
             work[wt0 + l * n_c + k] = theta[w0 + k * n_t + l]
     work[fix0] = NO_EXCEPTION
     for k in range(n_r):
-        if theta[_HEADER + k] != k * spacing + theta[_HEADER]:
+        stored, computed = theta[_HEADER + k], k * spacing + theta[_HEADER]
+        if stored != computed or math.copysign(1.0, stored) != math.copysign(1.0, computed):
             work[fix0] = WINDOW + k if work[fix0] == NO_EXCEPTION else LOOK_UP_CENTRES
-            work[fix0 + 1] = theta[_HEADER + k]
+            work[fix0 + 1] = stored
 
 
 # ``window_exception``'s index where every centre is ``k spacing + mu_0`` in

@@ -136,6 +136,7 @@ def _grid_off_by_an_ulp(*indices):
     (np.linspace(0.0, 8.0, 50), refimpl.rbf.WINDOW + 49),  # the endpoint
     (_grid_off_by_an_ulp(5, 20), refimpl.rbf.LOOK_UP_CENTRES),
     (np.arange(40) * 0.2 + 0.3, refimpl.rbf.LOOK_UP_CENTRES),  # spacing not exactly 0.2
+    (np.array([-1.0, -0.0, 1.0]), refimpl.rbf.WINDOW + 1),  # -0.0 stored, +0.0 computed
 ])
 def test_window_kernel_computes_the_centres_as_it_would_look_them_up(mu, exception):
     """The window sums compute the centres as ``k spacing + mu_0``, with the one
@@ -144,7 +145,8 @@ def test_window_kernel_computes_the_centres_as_it_would_look_them_up(mu, excepti
     results are the same bits (the scratch's mode switched by hand)."""
     from refimpl._kernels import scratch, window_field_and_divergence
     rng = np.random.default_rng(11)
-    psi = refimpl.RBFKernel(0.5 * rng.standard_normal((mu.size, 4)), mu=mu, n_time=4)
+    psi = refimpl.RBFKernel(0.5 * rng.standard_normal((mu.size, 4)), mu=mu, n_time=4,
+                            gamma=5.0 if mu.size == 3 else None)
     ctx_size, window, _, _ = psi_args(psi)
     assert window
     work = scratch(psi.theta, ctx_size, True)

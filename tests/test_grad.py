@@ -472,6 +472,12 @@ def test_trainable_entries_outside_what_the_family_differentiates_are_refused():
             model = refimpl.FlowModel(refimpl.EquivariantFlow(psi, n_particles=3, dim=2))
             model.log_prob(np.zeros(psi.trainable.size), x)
     psi = refimpl.RBFKernel(np.zeros((6, 3)), n_distance=6, n_time=3)
+    psi.differentiable = np.arange(psi.theta.size)  # the family's layout decides, not this
+    psi.trainable = np.arange(psi.theta.size)
+    with pytest.raises(ValueError, match="does not differentiate"):
+        refimpl.FlowModel(refimpl.EquivariantFlow(psi, n_particles=3, dim=2)).log_prob(
+            np.zeros(psi.theta.size), x)
+    psi = refimpl.RBFKernel(np.zeros((6, 3)), n_distance=6, n_time=3)
     psi.trainable = psi.trainable[:5].copy()
     model = refimpl.FlowModel(refimpl.EquivariantFlow(psi, n_particles=3, dim=2))
     value, grad = autograd.value_and_grad(lambda p: np.sum(model.log_prob(p, x)))(np.zeros(5))
