@@ -1,10 +1,15 @@
-"""Numba intrinsics for the hot kernels: small arrays on the stack.
+"""Numba intrinsics for the hot kernels: small arrays on the stack, functions
+from their addresses.
 
 ``stack_array(n)`` and ``stack_index_array(n)`` give a float64 / int64 array
 of literal length ``n`` in the calling function's frame: no allocation, no
 reference counting, and LLVM knows that nothing else points into it, so
 loops that store into such arrays while reading others vectorize. Valid
 until the calling function returns: never return one or keep it.
+
+``function_at(signature)`` gives an intrinsic that makes a first-class
+function of that signature from the int64 address of a compiled function's
+C wrapper (how ``_kernels`` passes psi's functions on the general path).
 """
 
 from numba import types
@@ -40,3 +45,26 @@ def _stack_array_intrinsic(dtype):
 
 stack_array = _stack_array_intrinsic(types.float64)
 stack_index_array = _stack_array_intrinsic(types.int64)
+
+
+def function_at(signature):
+    """An intrinsic: ``types.FunctionType(signature)`` from the address of a
+    compiled function's C wrapper (an int64)."""
+    function_type = types.FunctionType(signature)
+
+    @intrinsic
+    def at_address(typingctx, address):
+        if not isinstance(address, types.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):
+            function = cgutils.create_struct_proxy(function_type)(context, builder)
+            voidptr = context.get_value_type(types.voidptr)
+            function.c_addr = builder.inttoptr(args[0], voidptr)
+            function.py_addr = cgutils.get_null_value(voidptr)
+            function.jit_addr = cgutils.get_null_value(voidptr)
+            return function._getvalue()
+
+        return function_type(address), codegen
+
+    return at_address

@@ -14,12 +14,10 @@ import math
 import numba
 import numpy as np
 from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from . import ode, rbf
 from ._exp import exp as _exp
-from ._intrinsics import stack_array, stack_index_array
+from ._intrinsics import function_at, stack_array, stack_index_array
 from .psi import PAIR_SIG, PREPARE_SIG, check_psi, compiled, function_argument
 
 
@@ -384,36 +382,13 @@ _states = types.float64[:, :, :, ::1]
 
 # The general path takes psi's prepare and pair as the int64 addresses of
 # their compiled C wrappers (``_address``) and makes first-class functions of
-# them inside (``_function_at``): Numba's dispatch of a first-class function
+# them inside (``_intrinsics.function_at``): Numba's dispatch of a first-class function
 # argument calls back into Python twice per argument (~2 us each), more than
 # a small call computes. The calls themselves are the same as through a
 # function argument (Numba calls that address too).
 
-def _function_at(signature):
-    """An intrinsic: ``types.FunctionType(signature)`` from the address of a
-    compiled function's C wrapper (an int64)."""
-    function_type = types.FunctionType(signature)
-
-    @intrinsic
-    def function_at(typingctx, address):
-        if not isinstance(address, types.Integer):
-            return None
-
-        def codegen(context, builder, sig, args):
-            function = cgutils.create_struct_proxy(function_type)(context, builder)
-            voidptr = context.get_value_type(types.voidptr)
-            function.c_addr = builder.inttoptr(args[0], voidptr)
-            function.py_addr = cgutils.get_null_value(voidptr)
-            function.jit_addr = cgutils.get_null_value(voidptr)
-            return function._getvalue()
-
-        return function_type(address), codegen
-
-    return function_at
-
-
-_prepare_at = _function_at(PREPARE_SIG)
-_pair_at = _function_at(PAIR_SIG)
+_prepare_at = function_at(PREPARE_SIG)
+_pair_at = function_at(PAIR_SIG)
 
 
 def _address(fn, signature):
