@@ -28,7 +28,7 @@ from numba import njit, prange, types
 from . import ode, rbf
 from ._exp import exp
 from ._intrinsics import stack_array, stack_index_array
-from ._kernels import (BLOCK, MIN_LANES, augmented_rhs, compile_on_first_call, next_pair,
+from ._kernels import (BLOCK, augmented_rhs, block_lanes, compile_on_first_call, next_pair,
                        scratch, window_ratios)
 from .psi import PAIR2_TYPE, PAIR_TYPE, PAIR_VJP_TYPE, PREPARE_TYPE, PREPARE_VJP_TYPE
 from .tableau import A, B, C, N_STAGES
@@ -169,7 +169,7 @@ def window_rhs_vjp(t, y, kbar, theta, work, c_bar, K, D, ybar, theta_bar):
     j = 1
     for start in range(0, n_pairs, BLOCK):
         count = min(BLOCK, n_pairs - start)
-        lanes = max(count, MIN_LANES)
+        lanes = block_lanes(count)
         for lane in range(count, lanes):
             r[lane] = mu_first  # an idle lane: computed, never used
         for lane in range(count):

@@ -84,13 +84,31 @@ def _add_pair(x, i, j, D, value, slope, r, g):
 # not of the machine: sums over pairs are formed in pair order afterwards.
 BLOCK = 64
 _SPAN = 2 * rbf.WINDOW + 1
-_E_SIZE = _SPAN * BLOCK
+# The Gaussians below the nearest centre, kept from the downward recurrence
+# until the window sum reaches them.
+_E_SIZE = rbf.WINDOW * BLOCK
 # The pair vectors x_i - x_j of a block are kept on the stack for D <= 3
 # (recomputed, the same numbers, beyond), so the field is accumulated without
 # computing them again.
 _STACK_DIMS = 3
-MIN_LANES = 8
 _DIFF_SIZE = _STACK_DIMS * BLOCK
+# A block's lanes are rounded up to a multiple of LANE_MULTIPLE (idle lanes
+# compute an unused pair): a vectorized loop runs the iterations past the last
+# multiple of its vector width in scalar code, each costing as much as a whole
+# vector of pairs (measured: K = 13, 78 pairs, 20 % of an evaluation).
+_LANE_SHIFT = 3
+LANE_MULTIPLE = 1 << _LANE_SHIFT
+
+
+@njit(cache=True, inline="always")
+def block_lanes(count):
+    """The lanes a block of ``1 <= count <= BLOCK`` pairs runs: ``count``
+    rounded up to a multiple of ``LANE_MULTIPLE``. The form matters: rounded
+    with ``//``, or without the ``min`` or the ``max`` (redundant as
+    arithmetic), LLVM left the window kernel's lane loop scalar (measured:
+    K = 55 took twice as long)."""
+    return min(BLOCK, max(((count + LANE_MULTIPLE - 1) >> _LANE_SHIFT) << _LANE_SHIFT,
+                          LANE_MULTIPLE))
 
 
 @njit(cache=True, inline="always")
@@ -128,6 +146,66 @@ def window_ratios(r, lanes, theta, work, mu0, nearest, first, up, down):
         down[lane] = _exp(min(-gamma * spacing * (2.0 * d0 + spacing), 700.0))
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def window_sums(lanes, look_up, r, nearest, first, up, down, e, psi, slope, work, mu0, gamma,
+                spacing, mu_first, rho, k_exception, mu_exception):
+    """psi and its slope of the pairs in ``lanes`` into ``psi`` and ``slope``:
+    for each, the ratio recurrence of ``rbf._gaussians`` run ``rbf.WINDOW``
+    steps each way from ``window_ratios``' start, without a cutoff test and
+    each value capped at 1 (``window_field_and_divergence``), and the terms
+    summed in increasing ``k`` as ``rbf._pair`` sums them. The Gaussians below
+    the nearest centre wait in ``e`` for the sum to reach them. The centres
+    are looked up (``look_up``) or computed as ``(k - WINDOW) spacing + mu_0``
+    with the one exception ``rbf.window_exception`` stores (the same numbers as
+    the padded centres in ``work``).
+
+    The loops over ``m`` have constant trip counts and LLVM unrolls them, so
+    the loop over lanes is the innermost loop and runs in SIMD. What that
+    needs (each measured, the lane loop otherwise stayed scalar at twice the
+    cost): the sum in two loops, below and from the nearest centre (one loop
+    of 2 WINDOW + 1 terms is too big to be unrolled); no call that passes
+    arrays inside the lane loop (even inlined); inlined into the kernel
+    (``inline="always"``) and called with a constant ``look_up``, so neither
+    copy tests it in the loop (~15 %).
+    """
+    for lane in range(lanes):
+        k0 = nearest[lane]
+        r_lane = r[lane]
+        value = first[lane]
+        ratio = down[lane]
+        for m in range(1, rbf.WINDOW + 1):
+            value = min(value * ratio, 1.0)
+            ratio *= rho
+            e[(rbf.WINDOW - m) * BLOCK + lane] = value
+        total = 0.0
+        total_slope = 0.0
+        for m in range(rbf.WINDOW):
+            k = k0 + m
+            if look_up:
+                mu_k = work[mu0 + k]
+            else:
+                mu_k = mu_exception if k == k_exception else (k - rbf.WINDOW) * spacing + mu_first
+            w = work[k] * e[m * BLOCK + lane]
+            total += w
+            total_slope += rbf.slope_term(gamma, r_lane - mu_k, w)
+        value = first[lane]
+        ratio = up[lane]
+        for m in range(rbf.WINDOW, _SPAN):
+            if m > rbf.WINDOW:
+                value = min(value * ratio, 1.0)
+                ratio *= rho
+            k = k0 + m
+            if look_up:
+                mu_k = work[mu0 + k]
+            else:
+                mu_k = mu_exception if k == k_exception else (k - rbf.WINDOW) * spacing + mu_first
+            w = work[k] * value
+            total += w
+            total_slope += rbf.slope_term(gamma, r_lane - mu_k, w)
+        psi[lane] = total
+        slope[lane] = total_slope
+
+
 @njit(cache=True, error_model="numpy")
 def window_field_and_divergence(x, t, theta, work, K, D, g):
     """``field_and_divergence`` for the RBF psi on its fixed window.
@@ -144,11 +222,13 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
     away from the nearest centre is below exp(-gamma spacing^2 / 4)), so
     padded terms stay finite and add ``0 * e = 0``.
 
-    Pairs go through in blocks of up to ``BLOCK``, each step a loop across
-    the block over stack arrays (``_intrinsics.stack_array``) that LLVM runs in SIMD
-    lanes; field and divergence are then accumulated pair by pair in the
-    order of ``field_and_divergence``, with the same products (the pair
-    vectors ``x_i - x_j`` are kept from the distance step). ``c`` is read
+    Pairs go through in blocks of up to ``BLOCK`` (their lanes rounded up by
+    ``block_lanes``), in three loops across the block over stack arrays
+    (``_intrinsics.stack_array``) that LLVM runs in SIMD lanes: distances,
+    ``window_ratios``, ``window_sums``; field and divergence are then
+    accumulated pair by pair in the order of ``field_and_divergence``, with
+    the same products (the pair vectors ``x_i - x_j`` are kept from the
+    distance step). ``c`` is read
     from ``work`` by index (no array views: each costs reference counting);
     the centres in the window sums are computed as ``k spacing + mu_0``,
     with the one exception ``rbf.window_exception`` stores (such as
@@ -163,13 +243,13 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
     mu_first = theta[5]
     mu0 = rbf.window_mu_offset(n_r, int(theta[1]))
     k_exception, mu_exception = rbf.window_exception(theta, work)
+    look_up = k_exception == rbf.LOOK_UP_CENTRES
     rho = _exp(-2.0 * gamma * spacing * spacing)
     r = stack_array(BLOCK)
     nearest = stack_index_array(BLOCK)
     first = stack_array(BLOCK)
     up = stack_array(BLOCK)
     down = stack_array(BLOCK)
-    value = stack_array(BLOCK)
     psi = stack_array(BLOCK)
     slope = stack_array(BLOCK)
     pair_i = stack_index_array(BLOCK)
@@ -185,7 +265,7 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
     j = 1
     for start in range(0, n_pairs, BLOCK):
         count = min(BLOCK, n_pairs - start)
-        lanes = max(count, MIN_LANES)
+        lanes = block_lanes(count)
         for lane in range(count, lanes):
             r[lane] = mu_first  # an idle lane: computed, never used
         for lane in range(count):
@@ -200,40 +280,16 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
             pair_j[lane] = j
             i, j = next_pair(i, j, K)
         window_ratios(r, lanes, theta, work, mu0, nearest, first, up, down)
-        for lane in range(lanes):
-            e[rbf.WINDOW * BLOCK + lane] = first[lane]
-            value[lane] = first[lane]
-        for m in range(1, rbf.WINDOW + 1):
-            for lane in range(lanes):
-                value[lane] = min(value[lane] * up[lane], 1.0)
-                up[lane] *= rho
-                e[(rbf.WINDOW + m) * BLOCK + lane] = value[lane]
-        for lane in range(lanes):
-            value[lane] = first[lane]
-        for m in range(1, rbf.WINDOW + 1):
-            for lane in range(lanes):
-                value[lane] = min(value[lane] * down[lane], 1.0)
-                down[lane] *= rho
-                e[(rbf.WINDOW - m) * BLOCK + lane] = value[lane]
-        for lane in range(lanes):
-            psi[lane] = 0.0
-            slope[lane] = 0.0
-        if k_exception == rbf.LOOK_UP_CENTRES:
-            for m in range(_SPAN):
-                for lane in range(lanes):
-                    k = nearest[lane] + m
-                    w = work[k] * e[m * BLOCK + lane]
-                    psi[lane] += w
-                    slope[lane] += rbf.slope_term(gamma, r[lane] - work[mu0 + k], w)
+        # Each lane's recurrence and window sum; the loops over m in
+        # window_sum have constant trip counts and are unrolled, so the loop
+        # over lanes runs in SIMD. Two copies of it, so that neither tests
+        # look_up inside (which cost ~15 %).
+        if look_up:
+            window_sums(lanes, True, r, nearest, first, up, down, e, psi, slope, work, mu0,
+                        gamma, spacing, mu_first, rho, k_exception, mu_exception)
         else:
-            for m in range(_SPAN):
-                for lane in range(lanes):
-                    k = nearest[lane] + m
-                    mu_k = (k - rbf.WINDOW) * spacing + mu_first  # = work[mu0 + k]
-                    mu_k = mu_exception if k == k_exception else mu_k
-                    w = work[k] * e[m * BLOCK + lane]
-                    psi[lane] += w
-                    slope[lane] += rbf.slope_term(gamma, r[lane] - mu_k, w)
+            window_sums(lanes, False, r, nearest, first, up, down, e, psi, slope, work, mu0,
+                        gamma, spacing, mu_first, rho, k_exception, mu_exception)
         for lane in range(count):
             i_0 = pair_i[lane] * D
             j_0 = pair_j[lane] * D
