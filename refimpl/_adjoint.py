@@ -114,6 +114,80 @@ _SPAN = 2 * rbf.WINDOW + 1
 _E_SIZE = _SPAN * BLOCK
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _add_pullback_term(sums, r, e_m, keep_m, c_k, mu_k, gamma, g_psi, g_dpsi):
+    """One centre's terms of psi, psi' and psi'' (``rbf.pair2_keeping_gaussians``)
+    added to ``sums[:3]``, and its term of ``rbf.add_pair_vjp`` as ``sums[3]``
+    (the same expressions); a term not kept (``keep_m == 0``) is an exact 0.0."""
+    total, total_slope, total_bend, _ = sums
+    kept = keep_m != 0.0
+    d = r - mu_k
+    w = c_k * e_m
+    bend = (4.0 * gamma * gamma * d * d - 2.0 * gamma) * w if w != 0.0 else 0.0
+    c_bar = (g_psi - 2.0 * gamma * (r - mu_k) * g_dpsi) * e_m if e_m != 0.0 else 0.0
+    slope = rbf.slope_term(gamma, d, w)
+    return (total + (w if kept else 0.0), total_slope + (slope if kept else 0.0),
+            total_bend + (bend if kept else 0.0), c_bar if kept else 0.0)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _window_pullbacks(lanes, r, dot, nearest, first, up, down, e, keep, psi, slope, curvature,
+                      work, mu0, n_r, gamma, rho, lbar, D):
+    """For each pair in ``lanes``: its Gaussians on the window by the ratio
+    recurrence (which of them ``rbf._gaussians`` keeps into ``keep``), psi,
+    psi' and psi'' into ``psi``, ``slope`` and ``curvature`` (sums in
+    increasing ``k``), and the terms its pullback adds to ``c_bar`` into
+    ``e`` (0.0 where none is added). As ``_kernels.window_sums``: loops over
+    ``m`` that LLVM unrolls, so the loop over lanes runs in SIMD; the sums in
+    four loops of 5 or 6 centres (longer ones were not unrolled, and the lane
+    loop stayed scalar: measured); nothing called in it that takes arrays
+    (an inlined helper taking ``e`` left it scalar too)."""
+    for lane in range(lanes):
+        k0 = nearest[lane]
+        rr = r[lane]
+        e[rbf.WINDOW * BLOCK + lane] = first[lane]
+        keep[rbf.WINDOW * BLOCK + lane] = 1.0
+        value = first[lane]
+        ratio = up[lane]
+        for m in range(1, rbf.WINDOW + 1):
+            value *= ratio
+            ratio *= rho
+            inside = (k0 + m < n_r) & (value >= rbf.GAUSSIAN_CUTOFF)
+            e[(rbf.WINDOW + m) * BLOCK + lane] = value
+            keep[(rbf.WINDOW + m) * BLOCK + lane] = 1.0 if inside else 0.0
+        value = first[lane]
+        ratio = down[lane]
+        for m in range(1, rbf.WINDOW + 1):
+            value *= ratio
+            ratio *= rho
+            inside = (k0 - m >= 0) & (value >= rbf.GAUSSIAN_CUTOFF)
+            e[(rbf.WINDOW - m) * BLOCK + lane] = value
+            keep[(rbf.WINDOW - m) * BLOCK + lane] = 1.0 if inside else 0.0
+        g_psi = dot[lane] - 2.0 * D * lbar
+        g_dpsi = -2.0 * rr * lbar
+        sums = (0.0, 0.0, 0.0, 0.0)
+        for m in range(0, 5):
+            sums = _add_pullback_term(sums, rr, e[m * BLOCK + lane], keep[m * BLOCK + lane],
+                                      work[k0 + m], work[mu0 + k0 + m], gamma, g_psi, g_dpsi)
+            e[m * BLOCK + lane] = sums[3]
+        for m in range(5, rbf.WINDOW):
+            sums = _add_pullback_term(sums, rr, e[m * BLOCK + lane], keep[m * BLOCK + lane],
+                                      work[k0 + m], work[mu0 + k0 + m], gamma, g_psi, g_dpsi)
+            e[m * BLOCK + lane] = sums[3]
+        for m in range(rbf.WINDOW, rbf.WINDOW + 5):
+            sums = _add_pullback_term(sums, rr, e[m * BLOCK + lane], keep[m * BLOCK + lane],
+                                      work[k0 + m], work[mu0 + k0 + m], gamma, g_psi, g_dpsi)
+            e[m * BLOCK + lane] = sums[3]
+        for m in range(rbf.WINDOW + 5, _SPAN):
+            sums = _add_pullback_term(sums, rr, e[m * BLOCK + lane], keep[m * BLOCK + lane],
+                                      work[k0 + m], work[mu0 + k0 + m], gamma, g_psi, g_dpsi)
+            e[m * BLOCK + lane] = sums[3]
+        total, total_slope, total_bend, _ = sums
+        psi[lane] = total
+        slope[lane] = total_slope
+        curvature[lane] = total_bend
+
+
 @njit(cache=True, error_model="numpy")
 def window_rhs_vjp(t, y, kbar, theta, work, c_bar, K, D, ybar, theta_bar):
     """``augmented_rhs_vjp`` for the RBF psi, on the fixed window of the forward kernel.
@@ -153,7 +227,6 @@ def window_rhs_vjp(t, y, kbar, theta, work, c_bar, K, D, ybar, theta_bar):
     first = stack_array(BLOCK)
     up = stack_array(BLOCK)
     down = stack_array(BLOCK)
-    value = stack_array(BLOCK)
     psi = stack_array(BLOCK)
     slope = stack_array(BLOCK)
     curvature = stack_array(BLOCK)
@@ -172,6 +245,7 @@ def window_rhs_vjp(t, y, kbar, theta, work, c_bar, K, D, ybar, theta_bar):
         lanes = block_lanes(count)
         for lane in range(count, lanes):
             r[lane] = mu_first  # an idle lane: computed, never used
+            dot[lane] = 0.0
         for lane in range(count):
             r[lane], dot[lane] = _distance_and_dot(y, kbar, i, j, D)
             pair_i[lane] = i
@@ -179,40 +253,8 @@ def window_rhs_vjp(t, y, kbar, theta, work, c_bar, K, D, ybar, theta_bar):
             i, j = next_pair(i, j, K)
         # exponents capped only where the ratios lead onto padded centres (never kept)
         window_ratios(r, lanes, theta, work, mu0, nearest, first, up, down)
-        for lane in range(lanes):
-            e[rbf.WINDOW * BLOCK + lane] = first[lane]
-            keep[rbf.WINDOW * BLOCK + lane] = 1.0
-            value[lane] = first[lane]
-        for m in range(1, rbf.WINDOW + 1):
-            for lane in range(lanes):
-                value[lane] *= up[lane]
-                up[lane] *= rho
-                inside = (nearest[lane] + m < n_r) & (value[lane] >= rbf.GAUSSIAN_CUTOFF)
-                e[(rbf.WINDOW + m) * BLOCK + lane] = value[lane]
-                keep[(rbf.WINDOW + m) * BLOCK + lane] = 1.0 if inside else 0.0
-        for lane in range(lanes):
-            value[lane] = first[lane]
-        for m in range(1, rbf.WINDOW + 1):
-            for lane in range(lanes):
-                value[lane] *= down[lane]
-                down[lane] *= rho
-                inside = (nearest[lane] - m >= 0) & (value[lane] >= rbf.GAUSSIAN_CUTOFF)
-                e[(rbf.WINDOW - m) * BLOCK + lane] = value[lane]
-                keep[(rbf.WINDOW - m) * BLOCK + lane] = 1.0 if inside else 0.0
-        for lane in range(lanes):
-            psi[lane] = 0.0
-            slope[lane] = 0.0
-            curvature[lane] = 0.0
-        for m in range(_SPAN):
-            for lane in range(lanes):
-                k = nearest[lane] + m
-                kept = keep[m * BLOCK + lane] != 0.0
-                d = r[lane] - work[mu0 + k]
-                w = work[k] * e[m * BLOCK + lane]
-                psi[lane] += w if kept else 0.0
-                slope[lane] += rbf.slope_term(gamma, d, w) if kept else 0.0
-                bend = (4.0 * gamma * gamma * d * d - 2.0 * gamma) * w if w != 0.0 else 0.0
-                curvature[lane] += bend if kept else 0.0
+        _window_pullbacks(lanes, r, dot, nearest, first, up, down, e, keep, psi, slope,
+                          curvature, work, mu0, n_r, gamma, rho, lbar, D)
         for lane in range(count):  # pair by pair, in the order of augmented_rhs_vjp
             i_0 = pair_i[lane] * D
             j_0 = pair_j[lane] * D
@@ -227,14 +269,9 @@ def window_rhs_vjp(t, y, kbar, theta, work, c_bar, K, D, ybar, theta_bar):
                 ubar = psi[lane] * (kbar[i_0 + d] - kbar[j_0 + d]) + radial * diff
                 ybar[i_0 + d] += ubar
                 ybar[j_0 + d] -= ubar
-            g_psi = s - 2.0 * D * lbar
-            g_dpsi = -2.0 * rr * lbar
             k0 = nearest[lane]
             for m in range(_SPAN):
-                e_m = e[m * BLOCK + lane]
-                if keep[m * BLOCK + lane] != 0.0 and e_m != 0.0:  # as rbf.add_pair_vjp
-                    c_bar[k0 + m] += (g_psi - 2.0 * gamma * (rr - work[mu0 + k0 + m])
-                                      * g_dpsi) * e_m
+                c_bar[k0 + m] += e[m * BLOCK + lane]  # 0.0 for a term not added: no change
     rbf.add_coefficients_vjp(theta, work[b0: b0 + n_t], c_bar[rbf.WINDOW: rbf.WINDOW + n_r],
                              theta_bar)
 
