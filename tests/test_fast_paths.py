@@ -101,6 +101,40 @@ def test_window_kernel_equals_the_general_kernel_with_many_particles(k, d):
         np.testing.assert_array_equal(div_w, div_g)
 
 
+@pytest.mark.parametrize("n_r, n_t", [(2, 1), (5, 3), (20, 5), (50, 10), (57, 13), (61, 1),
+                                      (100, 30), (300, 70)])
+def test_window_prepare_gives_the_bits_of_coefficients(n_r, n_t):
+    """``b(t)`` and ``c(t)`` in the window scratch are bitwise those of
+    ``rbf.coefficients`` (the same products summed in the same order): shapes
+    that fill SIMD lanes and row chunks partly and exactly, and (300 x 70)
+    span several blocks of centres; weights with +0, -0 and negative entries,
+    time centres off a grid, times where ``b`` underflows. The padding of
+    ``c`` stays +0."""
+    rbf = refimpl.rbf
+    rng = np.random.default_rng(n_r * 100 + n_t)
+    weights = rng.standard_normal((n_r, n_t))
+    weights[rng.random(weights.shape) < 0.2] = 0.0
+    weights[rng.random(weights.shape) < 0.1] = -0.0
+    weights[n_r // 2] = -0.0
+    nu = np.sort(rng.uniform(-0.5, 1.5, n_t))
+    psi = refimpl.RBFKernel(weights, n_distance=n_r, nu=nu)
+    work = np.empty(rbf.window_work_size(psi.theta))
+    rbf.window_setup(psi.theta, work)
+    n_c = rbf._window_layout(n_r, n_t)[0]
+    b0 = rbf.window_basis_offset(n_r, n_t)
+    b, c = np.empty(n_t), np.empty(n_r)
+    nonzero = 0
+    for t in (0.0, 0.37, 1.0, -2.5, 40.0, 1e200):
+        rbf.window_prepare(psi.theta, t, work)
+        rbf.coefficients(psi.theta, t, b, c)
+        assert work[rbf.WINDOW: rbf.WINDOW + n_r].tobytes() == c.tobytes()
+        assert work[b0: b0 + n_t].tobytes() == b.tobytes()
+        padding = np.concatenate([work[:rbf.WINDOW], work[rbf.WINDOW + n_r: rbf.WINDOW + n_c]])
+        assert padding.tobytes() == np.zeros(padding.size).tobytes()
+        nonzero += np.count_nonzero(c)
+    assert nonzero > 0 and not np.any(b)  # at t = 1e200 every b_l underflows to 0
+
+
 def test_a_nan_distance_stays_on_the_grid():
     """Inside a solve a stage state can turn non-finite before the solver
     notices; the nearest-centre index of a NaN distance must stay on the grid
