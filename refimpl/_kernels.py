@@ -15,7 +15,7 @@ import numba
 import numpy as np
 from numba import njit, prange, types
 
-from . import ode, rbf
+from . import _lockstep, ode, rbf
 from ._exp import exp as _exp
 from ._intrinsics import function_at, stack_array, stack_index_array
 from .psi import PAIR_SIG, PREPARE_SIG, check_psi, compiled, function_argument
@@ -147,8 +147,8 @@ def window_ratios(r, lanes, theta, work, mu0, nearest, first, up, down):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def window_sums(lanes, look_up, r, nearest, first, up, down, e, psi, slope, work, mu0, gamma,
-                spacing, mu_first, rho, k_exception, mu_exception):
+def window_sums(lanes, look_up, r, nearest, base, first, up, down, e, psi, slope, work, mu0,
+                gamma, spacing, mu_first, rho, k_exception, mu_exception):
     """psi and its slope of the pairs in ``lanes`` into ``psi`` and ``slope``:
     for each, the ratio recurrence of ``rbf._gaussians`` run ``rbf.WINDOW``
     steps each way from ``window_ratios``' start, without a cutoff test and
@@ -157,7 +157,8 @@ def window_sums(lanes, look_up, r, nearest, first, up, down, e, psi, slope, work
     the nearest centre wait in ``e`` for the sum to reach them. The centres
     are looked up (``look_up``) or computed as ``(k - WINDOW) spacing + mu_0``
     with the one exception ``rbf.window_exception`` stores (the same numbers as
-    the padded centres in ``work``).
+    the padded centres in ``work``). The lane's ``c`` starts at ``work[base[lane]]``
+    (its sample's scratch; the centres are those of the first).
 
     The loops over ``m`` have constant trip counts and LLVM unrolls them, so
     the loop over lanes is the innermost loop and runs in SIMD. What that
@@ -170,6 +171,7 @@ def window_sums(lanes, look_up, r, nearest, first, up, down, e, psi, slope, work
     """
     for lane in range(lanes):
         k0 = nearest[lane]
+        c0 = base[lane] + k0
         r_lane = r[lane]
         value = first[lane]
         ratio = down[lane]
@@ -185,7 +187,7 @@ def window_sums(lanes, look_up, r, nearest, first, up, down, e, psi, slope, work
                 mu_k = work[mu0 + k]
             else:
                 mu_k = mu_exception if k == k_exception else (k - rbf.WINDOW) * spacing + mu_first
-            w = work[k] * e[m * BLOCK + lane]
+            w = work[c0 + m] * e[m * BLOCK + lane]
             total += w
             total_slope += rbf.slope_term(gamma, r_lane - mu_k, w)
         value = first[lane]
@@ -199,7 +201,7 @@ def window_sums(lanes, look_up, r, nearest, first, up, down, e, psi, slope, work
                 mu_k = work[mu0 + k]
             else:
                 mu_k = mu_exception if k == k_exception else (k - rbf.WINDOW) * spacing + mu_first
-            w = work[k] * value
+            w = work[c0 + m] * value
             total += w
             total_slope += rbf.slope_term(gamma, r_lane - mu_k, w)
         psi[lane] = total
@@ -247,6 +249,7 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
     rho = _exp(-2.0 * gamma * spacing * spacing)
     r = stack_array(BLOCK)
     nearest = stack_index_array(BLOCK)
+    base = stack_index_array(BLOCK)
     first = stack_array(BLOCK)
     up = stack_array(BLOCK)
     down = stack_array(BLOCK)
@@ -266,6 +269,8 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
     for start in range(0, n_pairs, BLOCK):
         count = min(BLOCK, n_pairs - start)
         lanes = block_lanes(count)
+        for lane in range(lanes):
+            base[lane] = 0
         for lane in range(count, lanes):
             r[lane] = mu_first  # an idle lane: computed, never used
         for lane in range(count):
@@ -285,11 +290,11 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
         # over lanes runs in SIMD. Two copies of it, so that neither tests
         # look_up inside (which cost ~15 %).
         if look_up:
-            window_sums(lanes, True, r, nearest, first, up, down, e, psi, slope, work, mu0,
-                        gamma, spacing, mu_first, rho, k_exception, mu_exception)
+            window_sums(lanes, True, r, nearest, base, first, up, down, e, psi, slope, work,
+                        mu0, gamma, spacing, mu_first, rho, k_exception, mu_exception)
         else:
-            window_sums(lanes, False, r, nearest, first, up, down, e, psi, slope, work, mu0,
-                        gamma, spacing, mu_first, rho, k_exception, mu_exception)
+            window_sums(lanes, False, r, nearest, base, first, up, down, e, psi, slope, work,
+                        mu0, gamma, spacing, mu_first, rho, k_exception, mu_exception)
         for lane in range(count):
             i_0 = pair_i[lane] * D
             j_0 = pair_j[lane] * D
@@ -300,6 +305,104 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
                 g[j_0 + d] -= share
             div += slope[lane] * r[lane] + D * psi[lane]
     return 2.0 * div
+
+
+@njit(cache=True, error_model="numpy")
+def window_rows_field_and_divergence(X, T, rows, n_rows, theta, works, K, D, G, div):
+    """``window_field_and_divergence`` of several samples side by side: for
+    ``b = rows[q]``, ``q < n_rows``, ``G[b, :K D] = g(X[b], T[b])`` and
+    ``div[b] = div g(X[b], T[b])``, with ``works[b]`` as the scratch of
+    sample ``b`` (all of one psi).
+
+    The pairs of the samples go through the blocks one after the other
+    (sample by sample, each in pair order), so a block's lanes hold pairs of
+    several samples when each has few (K = 4: six pairs); each pair's
+    arithmetic, and each sample's sums in pair order, are those of the
+    sample alone: the numbers do not depend on which samples are evaluated
+    together. The centres in the window sums are computed (a psi whose
+    centres ``rbf.window_exception`` says to look up is evaluated one sample
+    at a time, by ``window_field_and_divergence``).
+    """
+    if n_rows == 0:
+        return
+    size = works.shape[1]
+    work = works.ravel()
+    for q in range(n_rows):
+        rbf.window_prepare(theta, T[rows[q]], works[rows[q]])
+    n_r = int(theta[0])
+    gamma = theta[2]
+    spacing = theta[4]
+    mu_first = theta[5]
+    mu0 = rbf.window_mu_offset(n_r, int(theta[1]))
+    k_exception, mu_exception = rbf.window_exception(theta, works[rows[0]])
+    rho = _exp(-2.0 * gamma * spacing * spacing)
+    r = stack_array(BLOCK)
+    nearest = stack_index_array(BLOCK)
+    base = stack_index_array(BLOCK)
+    first = stack_array(BLOCK)
+    up = stack_array(BLOCK)
+    down = stack_array(BLOCK)
+    psi = stack_array(BLOCK)
+    slope = stack_array(BLOCK)
+    pair_b = stack_index_array(BLOCK)
+    pair_i = stack_index_array(BLOCK)
+    pair_j = stack_index_array(BLOCK)
+    e = stack_array(_E_SIZE)
+    diffs = stack_array(_DIFF_SIZE)
+    keep = D <= _STACK_DIMS
+    for q in range(n_rows):
+        b = rows[q]
+        for m in range(K * D):
+            G[b, m] = 0.0
+        div[b] = 0.0  # stays for K = 1 (no pairs)
+    n_pairs = K * (K - 1) // 2
+    q = 0
+    i = 0
+    j = 1
+    row = rows[0]  # the sample whose divergence is being summed, in ``total``
+    total = 0.0
+    for start in range(0, n_rows * n_pairs, BLOCK):
+        count = min(BLOCK, n_rows * n_pairs - start)
+        lanes = block_lanes(count)
+        for lane in range(count, lanes):
+            r[lane] = mu_first  # an idle lane: computed, never used
+            base[lane] = 0
+        for lane in range(count):
+            b = rows[q]
+            r2 = 0.0
+            for d in range(D):
+                diff = X[b, i * D + d] - X[b, j * D + d]
+                if keep:
+                    diffs[lane * D + d] = diff
+                r2 += diff * diff
+            r[lane] = math.sqrt(r2)
+            base[lane] = b * size
+            pair_b[lane] = b
+            pair_i[lane] = i
+            pair_j[lane] = j
+            i, j = next_pair(i, j, K)
+            if j == K:  # past the last pair: the next sample
+                i = 0
+                j = 1
+                q += 1
+        window_ratios(r, lanes, theta, work, mu0, nearest, first, up, down)
+        window_sums(lanes, False, r, nearest, base, first, up, down, e, psi, slope, work, mu0,
+                    gamma, spacing, mu_first, rho, k_exception, mu_exception)
+        for lane in range(count):
+            b = pair_b[lane]
+            if b != row:
+                div[row] = 2.0 * total
+                row = b
+                total = 0.0
+            i_0 = pair_i[lane] * D
+            j_0 = pair_j[lane] * D
+            for d in range(D):
+                diff = diffs[lane * D + d] if keep else X[b, i_0 + d] - X[b, j_0 + d]
+                share = psi[lane] * diff
+                G[b, i_0 + d] += share
+                G[b, j_0 + d] -= share
+            total += slope[lane] * r[lane] + D * psi[lane]
+    div[row] = 2.0 * total
 
 
 @njit(cache=True)
@@ -314,6 +417,20 @@ def window_rhs(t, y, out, p):
     """``augmented_rhs`` on the fixed-window kernel alone; ``p = (theta, work, K, D)``."""
     theta, work, K, D = p
     out[K * D] = -window_field_and_divergence(y, t, theta, work, K, D, out)
+
+
+@njit(cache=True)
+def window_rows_rhs(T, X, rows, n_rows, F, p):
+    """``window_rhs`` of several samples at once: ``F[b] = f(T[b], X[b])`` for
+    ``b = rows[q]``, ``q < n_rows``; ``p = (evaluate, theta, works, K, D, div)``
+    with ``evaluate`` the multi-sample kernel ``window_rows_field_and_divergence``
+    as a first-class function (a call LLVM does not inline: the lockstep solve
+    calls it at four places, and four copies of it cost seconds of compilation)
+    and ``div`` room for one number per row."""
+    evaluate, theta, works, K, D, div = p
+    evaluate(X, T, rows, n_rows, theta, works, K, D, F, div)
+    for q in range(n_rows):
+        F[rows[q], K * D] = -div[rows[q]]
 
 
 @njit(cache=True)
@@ -459,6 +576,8 @@ _WINDOW_FIELD = (_mat, _f8, _vec, _i8, _i8, _i8, _mat, _vec)
 _PSI_FIELD = (_mat, _f8, _vec, _i8, _i8, _i8, _i8, _i8, _mat, _vec)
 _WINDOW_SOLVE = (_mat, _f8, _f8, _f8, _f8, _i8, _vec, _i8, _i8, _i8, _mat, _imat, _ivec, _vec, _mat,
                  _states)
+_ROWS_FIELD = types.void(_mat, _vec, _ivec, _i8, _vec, _mat, _i8, _i8, _mat, _vec)
+_LOCKSTEP_SOLVE = (types.FunctionType(_ROWS_FIELD), *_WINDOW_SOLVE)
 _PSI_SOLVE = (_mat, _f8, _f8, _f8, _f8, _i8, _vec, _i8, _i8, _i8, _i8, _i8, _mat, _imat, _ivec,
               _vec, _mat, _states)
 
@@ -535,6 +654,26 @@ def field_and_divergence_batch(X, t, theta, ctx_size, window, prepare, pair, K, 
 
 _solve_window = ode.make_solver(window_rhs).solve
 _solve_psi = ode.make_solver(psi_rhs).solve
+_solve_window_lockstep = _lockstep.make_lockstep_solver(window_rows_rhs)
+
+# Samples solved side by side (``_lockstep``) where a sample's pairs fill less
+# than this many SIMD lanes: K = 4 (6 pairs) goes in groups of 10, K = 8 in
+# pairs of samples, K >= 12 one by one. A constant of the code: each sample's
+# numbers are the same in a group and alone.
+LOCKSTEP_PAIRS = 64
+
+
+def lockstep_group(K):
+    """How many samples of ``K`` particles the window solve runs side by side."""
+    return max(1, LOCKSTEP_PAIRS // max(K * (K - 1) // 2, 1))
+
+
+def _looks_up_centres(theta, work_size):
+    """Whether the window kernels look this psi's centres up (``rbf.window_exception``):
+    the multi-sample kernel computes them, so such a psi is solved one sample at a time."""
+    work = np.empty(work_size)
+    rbf.window_setup(theta, work)
+    return rbf.window_exception(theta, work)[0] == rbf.LOOK_UP_CENTRES
 
 
 @compile_on_first_call(_rows(_WINDOW_SOLVE), cache=True)
@@ -555,6 +694,36 @@ def _window_solve_threads(rows, Y0, t0, t1, rtol, atol, max_steps, theta, work_s
         row = np.int64(b)
         rows(Y0, t0, t1, rtol, atol, max_steps, theta, work_size, K, D, Y, stats, status, t_end,
              times, states, row, row + 1)
+
+
+# The multi-sample kernel for the lockstep solve, which takes it as a first-class
+# function (``window_rows_rhs``): compiled on its own, for these argument types.
+_window_rows_field = compile_on_first_call(_ROWS_FIELD, cache=True, error_model="numpy")(
+    window_rows_field_and_divergence.py_func)
+
+
+@compile_on_first_call(_rows(_LOCKSTEP_SOLVE), cache=True)
+def _window_lockstep_rows(evaluate, Y0, t0, t1, rtol, atol, max_steps, theta, work_size, K, D, Y,
+                          stats, status, t_end, times, states, first, stop):
+    n = stop - first
+    works = np.empty((n, work_size))
+    for b in range(n):
+        rbf.window_setup(theta, works[b])
+    p = (evaluate, theta, works, K, D, np.empty(n))
+    _solve_window_lockstep(p, t0, t1, Y0[first:stop], rtol, atol, max_steps, Y[first:stop],
+                           stats[first:stop], status[first:stop], t_end[first:stop],
+                           times[first:stop], states[first:stop])
+
+
+@compile_on_first_call(types.void(*_threads(_LOCKSTEP_SOLVE).args, _i8), cache=True,
+                       parallel=True)
+def _window_lockstep_threads(rows, evaluate, Y0, t0, t1, rtol, atol, max_steps, theta, work_size,
+                             K, D, Y, stats, status, t_end, times, states, group):
+    n = Y0.shape[0]
+    for task in prange(-(-n // group)):
+        first = np.int64(task) * group  # prange counts in uint64
+        rows(evaluate, Y0, t0, t1, rtol, atol, max_steps, theta, work_size, K, D, Y, stats,
+             status, t_end, times, states, first, min(first + group, n))
 
 
 @compile_on_first_call(_rows(_PSI_SOLVE), cache=True)
@@ -594,7 +763,12 @@ def solve_flow_batch(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, window,
     common = (Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size)
     rest = (K, D, Y, stats, status, t_end, times, states)
     if window:
-        if Y0.shape[0] == 1:
+        group = lockstep_group(K)
+        if Y0.shape[0] > 1 and group > 1 and not _looks_up_centres(theta, ctx_size):
+            _window_lockstep_threads(_window_lockstep_rows.argument,
+                                     _window_rows_field.argument, *common, *rest,
+                                     group)
+        elif Y0.shape[0] == 1:
             _window_solve_rows(*common, *rest, 0, 1)
         else:
             _window_solve_threads(_window_solve_rows.argument, *common, *rest)

@@ -319,3 +319,62 @@ def solve_ivp_rk45(rhs, t0, t1, y0, rtol=1e-6, atol=1e-8, max_steps=100_000, p=(
     info = {"nfev": int(stats[NFEV]), "naccept": int(stats[NACCEPT]),
             "nreject": int(stats[NREJECT]), "times": times[: stats[NACCEPT]].copy()}
     return y, info
+
+
+# The controller's decisions as functions of numbers, shared by ``make_solver``'s
+# scalar solve and the lockstep solve of several samples (``refimpl._lockstep``):
+# one place for each formula above.
+
+
+@njit(cache=True)
+def first_step_trial(y0, f0, interval, rtol, atol, work):
+    """The first half of ``initial_step``: ``(h0, d1)``, the trial step (before
+    ``rhs`` is evaluated at ``y0 + h0 f0``) and the scaled norm of ``f0``.
+    ``work`` is scratch of ``y0``'s shape."""
+    n = y0.shape[0]
+    for i in range(n):
+        work[i] = y0[i] / (atol + abs(y0[i]) * rtol)
+    d0 = rms_norm(work)
+    for i in range(n):
+        work[i] = f0[i] / (atol + abs(y0[i]) * rtol)
+    d1 = rms_norm(work)
+    if d0 < 1e-5 or d1 < 1e-5:
+        h0 = 1e-6
+    else:
+        h0 = 0.01 * d0 / d1
+    return min(h0, interval), d1
+
+
+@njit(cache=True)
+def first_step(y0, f0, f1, h0, d1, interval, rtol, atol, work):
+    """The second half of ``initial_step``: the first step size from the trial
+    step ``h0`` and ``f1 = f(t0 + h0, y0 + h0 f0)``."""
+    n = y0.shape[0]
+    for i in range(n):
+        work[i] = (f1[i] - f0[i]) / (atol + abs(y0[i]) * rtol)
+    d2 = rms_norm(work) / h0
+    if d1 <= 1e-15 and d2 <= 1e-15:
+        h1 = max(1e-6, h0 * 1e-3)
+    else:
+        h1 = (0.01 / max(d1, d2)) ** (1.0 / (ERROR_ESTIMATOR_ORDER + 1))
+    return min(100.0 * h0, h1, interval)
+
+
+@njit(cache=True)
+def smallest_step(t, direction):
+    """The smallest step allowed at ``t``: ten spacings of the floats there."""
+    return 10.0 * abs(np.nextafter(t, direction * np.inf) - t)
+
+
+@njit(cache=True)
+def step_factor(err, rejected):
+    """The factor on the step size after an attempt with error norm ``err``
+    (accepted if ``err < 1``); ``rejected``: an attempt at this step was
+    rejected before (the step is then not grown)."""
+    if err < 1.0:
+        if err == 0.0:
+            factor = MAX_FACTOR
+        else:
+            factor = min(MAX_FACTOR, SAFETY * err ** ERROR_EXPONENT)
+        return min(1.0, factor) if rejected else factor
+    return max(MIN_FACTOR, SAFETY * err ** ERROR_EXPONENT)

@@ -1,0 +1,108 @@
+"""The lockstep solve of several samples (refimpl._lockstep) against the solve of
+one sample (ode.make_solver): every output bitwise equal, row by row."""
+
+import numpy as np
+import pytest
+
+import refimpl
+from refimpl import _kernels, ode, rbf
+from refimpl.tableau import N_STAGES
+
+# the lockstep solve takes the multi-sample kernel as a first-class function,
+# which Numba calls an experimental feature when it compiles the call from Python
+pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaExperimentalFeatureWarning")
+
+
+def _psi(seed=0, **kwargs):
+    rng = np.random.default_rng(seed)
+    probe = refimpl.RBFKernel(**kwargs)
+    return refimpl.RBFKernel(0.5 * rng.standard_normal(probe.shape), **kwargs)
+
+
+def _scratch(psi, rows):
+    size = rbf.window_work_size(psi.theta)
+    works = np.empty((rows, size))
+    for b in range(rows):
+        rbf.window_setup(psi.theta, works[b])
+    return works
+
+
+def _outputs(rows, n, steps):
+    return (np.full((rows, n), np.nan), np.full((rows, 3), -1, dtype=np.int64),
+            np.full(rows, -1, dtype=np.int64), np.full(rows, np.nan),
+            np.full((rows, steps), np.nan), np.full((rows, steps, N_STAGES, n), np.nan))
+
+
+def _alone(psi, K, D, t0, t1, Y0, rtol, max_steps, steps):
+    """Each row by the one-sample solve."""
+    Y, stats, status, t_end, times, states = _outputs(*Y0.shape[:1], Y0.shape[1], steps)
+    works = _scratch(psi, 1)
+    for b in range(Y0.shape[0]):
+        code, t_reached = _kernels._solve_window(
+            (psi.theta, works[0], K, D), t0, t1, Y0[b], rtol, rtol, max_steps, Y[b], stats[b],
+            times[b], states[b])
+        status[b] = code
+        t_end[b] = t_reached
+    return Y, stats, status, t_end, times, states
+
+
+def _lockstep(psi, K, D, t0, t1, Y0, rtol, max_steps, steps):
+    """All rows side by side."""
+    out = _outputs(*Y0.shape[:1], Y0.shape[1], steps)
+    p = (_kernels._window_rows_field.argument, psi.theta, _scratch(psi, Y0.shape[0]), K, D,
+         np.empty(Y0.shape[0]))
+    _kernels._solve_window_lockstep(p, t0, t1, Y0, rtol, rtol, max_steps, *out)
+    return out
+
+
+def _assert_same(got, want):
+    for name, a, b in zip(("Y", "stats", "status", "t_end", "times", "states"), got, want):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+@pytest.mark.parametrize("K, D", [(2, 3), (3, 2), (4, 2), (5, 3), (8, 1)])
+@pytest.mark.parametrize("t0, t1", [(0.0, 1.0), (1.0, 0.0)])
+def test_lockstep_is_bitwise_the_solve_of_each_sample_alone(K, D, t0, t1):
+    """Samples of several sizes side by side, forwards and backwards: states,
+    counts, status codes, end times and the recorded steps all equal (the
+    recording cut off for the longer solves)."""
+    psi = _psi(K)
+    rng = np.random.default_rng(K * 10 + D)
+    z = rng.standard_normal((11, K, D)) * rng.uniform(0.3, 3.0, (11, 1, 1))
+    Y0 = np.concatenate([(z - z.mean(axis=1, keepdims=True)).reshape(11, K * D),
+                         rng.standard_normal((11, 1))], axis=1)
+    args = (psi, K, D, t0, t1, Y0, 1e-6, 10_000, 9)
+    got = _lockstep(*args)
+    _assert_same(got, _alone(*args))
+    assert np.all(got[2] == ode.SUCCESS)
+    assert len(set(got[1][:, ode.NFEV])) > 1, "the samples should take different steps"
+
+
+def test_samples_that_end_early_drop_out_and_the_rest_go_on():
+    """A sample with a non-finite start, samples stopped by max_steps and samples
+    that finish, in one group: each ends as it would alone."""
+    psi = _psi(1)
+    K, D = 4, 2
+    rng = np.random.default_rng(5)
+    Y0 = np.concatenate([4.0 * rng.standard_normal((10, K * D)), np.zeros((10, 1))], axis=1)
+    Y0[3, 2] = np.inf
+    Y0[6, 0] = np.nan
+    alone = _alone(psi, K, D, 0.0, 1.0, Y0, 1e-9, 1_000, 40)
+    steps = alone[1][:, ode.NACCEPT] + alone[1][:, ode.NREJECT]
+    max_steps = int(np.median(steps[np.isfinite(Y0).all(axis=1)]))
+    args = (psi, K, D, 0.0, 1.0, Y0, 1e-9, max_steps, 40)
+    got, want = _lockstep(*args), _alone(*args)
+    _assert_same(got, want)
+    assert set(got[2]) == {ode.SUCCESS, ode.MAX_STEPS_EXCEEDED, ode.NOT_FINITE}
+
+
+def test_batched_flow_runs_in_lockstep_groups_and_matches_each_sample_alone():
+    """Through EquivariantFlow: DW4 samples in a batch (groups of
+    ``lockstep_group(4)``, split over threads) equal the same samples alone."""
+    assert _kernels.lockstep_group(4) > 1
+    flow = refimpl.EquivariantFlow(_psi(2), rtol=1e-7, atol=1e-7, n_particles=4, dim=2)
+    z = refimpl.MeanFreeNormal(4, 2).sample(23, 3)
+    x, logdet = flow.forward(z)
+    for i in (0, 9, 10, 22):
+        x_i, logdet_i = flow.forward(z[i:i + 1])
+        assert np.array_equal(x_i[0], x[i]) and logdet_i[0] == logdet[i]
