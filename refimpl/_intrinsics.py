@@ -7,6 +7,15 @@ reference counting, and LLVM knows that nothing else points into it, so
 loops that store into such arrays while reading others vectorize. Valid
 until the calling function returns: never return one or keep it.
 
+``borrowed(x)`` is ``x`` (an array, or a tuple of arrays and other values)
+without a reference to the arrays' memory, and ``row(a, i)`` is ``a[i]`` of a
+C-contiguous array without one: no reference counting (every function that
+receives an ordinary array increments and decrements its count, atomically),
+so valid only while the caller holds the arrays themselves. The safe pattern:
+a function borrows what it received as arguments (its caller holds those
+until it returns), never what it allocated itself (Numba frees a local array
+after its last use, which a borrowed view does not extend).
+
 ``function_at(signature)`` gives an intrinsic that makes a first-class
 function of that signature from the int64 address of a compiled function's
 C wrapper (how ``_kernels`` passes psi's functions on the general path).
@@ -45,6 +54,55 @@ def _stack_array_intrinsic(dtype):
 
 stack_array = _stack_array_intrinsic(types.float64)
 stack_index_array = _stack_array_intrinsic(types.int64)
+
+
+def _borrow(context, builder, typ, value):
+    """``value`` of type ``typ`` with every array's meminfo null; any other
+    member is a new reference, as an intrinsic's result must be."""
+    if isinstance(typ, types.Array):
+        array = context.make_array(typ)(context, builder, value)
+        array.meminfo = cgutils.get_null_value(array.meminfo.type)
+        return array._getvalue()
+    if isinstance(typ, types.BaseTuple):
+        for k, member in enumerate(typ):
+            item = _borrow(context, builder, member, builder.extract_value(value, k))
+            value = builder.insert_value(value, item, k)
+        return value
+    context.nrt.incref(builder, typ, value)
+    return value
+
+
+@intrinsic
+def borrowed(typingctx, x):
+    """``x`` with its arrays borrowed (meminfo null); same type."""
+
+    def codegen(context, builder, signature, args):
+        return _borrow(context, builder, x, args[0])
+
+    return x(x), codegen
+
+
+@intrinsic
+def row(typingctx, a, i):
+    """``a[i]`` of a C-contiguous array, borrowed (``meminfo`` null)."""
+    if not (isinstance(a, types.Array) and a.layout == "C" and a.ndim >= 2
+            and isinstance(i, types.Integer)):
+        return None
+    row_type = a.copy(ndim=a.ndim - 1, layout="C")
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(a)(context, builder, args[0])
+        index = context.cast(builder, args[1], signature.args[1], types.intp)
+        shape = cgutils.unpack_tuple(builder, array.shape)
+        strides = cgutils.unpack_tuple(builder, array.strides)
+        data = cgutils.pointer_add(builder, array.data, builder.mul(index, strides[0]))
+        view = context.make_array(row_type)(context, builder)
+        context.populate_array(view, data=builder.bitcast(data, array.data.type),
+                               shape=shape[1:], strides=strides[1:], itemsize=array.itemsize,
+                               meminfo=None)
+        return view._getvalue()
+
+    return row_type(a, i), codegen
 
 
 def function_at(signature):

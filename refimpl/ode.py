@@ -25,6 +25,7 @@ import math
 import numpy as np
 from numba import njit
 
+from ._intrinsics import borrowed, row
 from ._validate import as_positive_float, as_solver_rtol
 from .tableau import A, B, C, E, ERROR_ESTIMATOR_ORDER, N_STAGES
 
@@ -67,17 +68,34 @@ def all_finite(v):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def error_norm(K, h, y, y_new, rtol, atol, work):
-    """RMS norm of the embedded error estimate ``h sum_s E_s k_s / scale``."""
+    """RMS norm of the embedded error estimate ``h sum_s E_s k_s / scale``,
+    ``scale = atol + rtol max(|y|, |y_new|)``; NaN exactly when ``y_new`` or
+    ``K[N_STAGES] = f(t + h, y_new)`` is not finite (``y`` finite, ``atol > 0``).
+
+    The check rides in the terms: ``x - x`` is 0 for a finite ``x`` and NaN
+    otherwise, and adding 0 to a term leaves its square as it was. When both
+    are finite, so is every stage ``k_0 .. k_5`` (each enters ``y_new``,
+    ``k_1`` as ``0 * k_1``), so every term is finite or +-inf (``h != 0``,
+    ``scale >= atol > 0``) and the norm is not NaN. The terms go in one loop
+    (SIMD lanes: no division check under NumPy's error model, and none is
+    needed), their squares are summed in order in another. ``work`` is
+    scratch of ``y``'s shape.
+    """
     n = y.shape[0]
     for i in range(n):
         acc = 0.0
         for j in range(N_STAGES + 1):
             acc += K[j, i] * E[j]
         scale = atol + max(abs(y[i]), abs(y_new[i])) * rtol
-        work[i] = acc * h / scale
-    return rms_norm(work)
+        poison = (y_new[i] - y_new[i]) + (K[N_STAGES, i] - K[N_STAGES, i])
+        term = acc * h / scale + poison
+        work[i] = term * term
+    squares = 0.0
+    for i in range(n):
+        squares += work[i]
+    return math.sqrt(squares) / math.sqrt(n)
 
 
 @njit(cache=True)
@@ -121,32 +139,15 @@ def make_solver(rhs):
         n = y0.shape[0]
         interval = abs(t_bound - t0)
         direction = 1.0 if t_bound > t0 else -1.0
-        for i in range(n):
-            work[i] = y0[i] / (atol + abs(y0[i]) * rtol)
-        d0 = rms_norm(work)
-        for i in range(n):
-            work[i] = f0[i] / (atol + abs(y0[i]) * rtol)
-        d1 = rms_norm(work)
-        if d0 < 1e-5 or d1 < 1e-5:
-            h0 = 1e-6
-        else:
-            h0 = 0.01 * d0 / d1
-        h0 = min(h0, interval)
+        h0, d1 = first_step_trial(y0, f0, interval, rtol, atol, work)
         if h0 == 0.0:
             # d1 overflowed (or d0 / d1 underflowed): scipy's rule then returns
-            # min(100 h0, ...) = 0 too; dividing by h0 below would raise.
+            # min(100 h0, ...) = 0 too; dividing by h0 in first_step would raise.
             return 0.0
         for i in range(n):
             work[i] = y0[i] + h0 * direction * f0[i]
         rhs(t0 + h0 * direction, work, f1, p)
-        for i in range(n):
-            work[i] = (f1[i] - f0[i]) / (atol + abs(y0[i]) * rtol)
-        d2 = rms_norm(work) / h0
-        if d1 <= 1e-15 and d2 <= 1e-15:
-            h1 = max(1e-6, h0 * 1e-3)
-        else:
-            h1 = (0.01 / max(d1, d2)) ** (1.0 / (ERROR_ESTIMATOR_ORDER + 1))
-        return min(100.0 * h0, h1, interval)
+        return first_step(y0, f0, f1, h0, d1, interval, rtol, atol, work)
 
     @njit
     def rk_step(p, t, y, h, K, Y, y_new):
@@ -165,13 +166,13 @@ def make_solver(rhs):
                 for j in range(s):
                     acc += K[j, i] * A[s, j]
                 Y[s, i] = y[i] + acc * h
-            rhs(t + C[s] * h, Y[s], K[s], p)
+            rhs(t + C[s] * h, row(Y, s), row(K, s), p)
         for i in range(n):
             acc = 0.0
             for j in range(N_STAGES):
                 acc += K[j, i] * B[j]
             y_new[i] = y[i] + h * acc
-        rhs(t + h, y_new, K[N_STAGES], p)
+        rhs(t + h, y_new, row(K, N_STAGES), p)
 
     @njit
     def solve(p, t0, t1, y0, rtol, atol, max_steps, y_out, stats, times, states):
@@ -207,27 +208,45 @@ def make_solver(rhs):
         t : float, the time reached (``t1`` on success)
         """
         n = y0.shape[0]
+        scratch = np.empty((2 * N_STAGES + 3, n))
+        return integrate(p, t0, t1, y0, rtol, atol, max_steps, y_out, stats, times, states,
+                         scratch[: N_STAGES + 1], scratch[N_STAGES + 1: 2 * N_STAGES + 1],
+                         scratch[2 * N_STAGES + 1], scratch[2 * N_STAGES + 2])
+
+    @njit
+    def integrate(p, t0, t1, y0, rtol, atol, max_steps, y_out, stats, times, states, K, Y,
+                  y_new, work):
+        """``solve`` in the scratch arrays ``K``, ``Y`` (as for ``rk_step``),
+        ``y_new`` and ``work``. These and ``p``'s arrays are borrowed
+        (``_intrinsics.borrowed``; the caller holds them), so no call below
+        counts references to them: the rhs calls of a step cost no atomic
+        operation."""
+        p = borrowed(p)
+        K = borrowed(K)
+        Y = borrowed(Y)
+        y_new = borrowed(y_new)
+        work = borrowed(work)
+        n = y0.shape[0]
         direction = 1.0 if t1 > t0 else -1.0
-        K = np.empty((N_STAGES + 1, n))
-        Y = np.empty((N_STAGES, n))
-        y = y0.copy()
-        y_new = np.empty(n)
-        work = np.empty(n)
+        y = row(Y, 0)  # the state lives in Y[0], which rk_step reads and never writes
+        k_first = row(K, 0)
+        k_last = row(K, N_STAGES)
+        copy_into(y, y0)
         stats[NFEV] = 0
         stats[NACCEPT] = 0
         stats[NREJECT] = 0
 
         t = t0
-        rhs(t, y, K[0], p)
+        rhs(t, y, k_first, p)
         stats[NFEV] += 1
-        if not all_finite(y) or not all_finite(K[0]):
+        if not all_finite(y) or not all_finite(k_first):
             copy_into(y_out, y)
             return NOT_FINITE, t
-        h_abs = initial_step(p, t, y, K[0], t1, rtol, atol, work, y_new)
+        h_abs = initial_step(p, t, y, k_first, t1, rtol, atol, row(Y, 1), y_new)
         stats[NFEV] += 1
 
         while direction * (t - t1) < 0:
-            min_step = 10.0 * abs(np.nextafter(t, direction * np.inf) - t)
+            min_step = smallest_step(t, direction)
             if h_abs < min_step:
                 h_abs = min_step
             step_rejected = False
@@ -245,32 +264,27 @@ def make_solver(rhs):
                 h_abs = abs(h)
                 rk_step(p, t, y, h, K, Y, y_new)
                 stats[NFEV] += N_STAGES
-                if not all_finite(y_new) or not all_finite(K[N_STAGES]):
+                err = error_norm(K, h, y, y_new, rtol, atol, work)
+                if err != err:  # y_new or f(t + h, y_new) not finite
                     copy_into(y_out, y)
                     return NOT_FINITE, t
-                err = error_norm(K, h, y, y_new, rtol, atol, work)
+                h_abs *= step_factor(err, step_rejected)
                 if err < 1.0:
-                    if err == 0.0:
-                        factor = MAX_FACTOR
-                    else:
-                        factor = min(MAX_FACTOR, SAFETY * err ** ERROR_EXPONENT)
-                    if step_rejected:
-                        factor = min(1.0, factor)
-                    h_abs *= factor
                     break
-                h_abs *= max(MIN_FACTOR, SAFETY * err ** ERROR_EXPONENT)
                 step_rejected = True
                 stats[NREJECT] += 1
             if stats[NACCEPT] < times.shape[0]:
                 times[stats[NACCEPT]] = t_new
             if stats[NACCEPT] < states.shape[0]:
-                copy_into(states[stats[NACCEPT], 0], y)
-                for s in range(1, N_STAGES):
-                    copy_into(states[stats[NACCEPT], s], Y[s])
+                record = row(states, stats[NACCEPT])
+                for s in range(N_STAGES):
+                    for i in range(n):
+                        record[s, i] = Y[s, i]
             stats[NACCEPT] += 1
             t = t_new
-            copy_into(y, y_new)
-            copy_into(K[0], K[N_STAGES])
+            for i in range(n):
+                y[i] = y_new[i]
+                k_first[i] = k_last[i]
         copy_into(y_out, y)
         return SUCCESS, t
 
@@ -323,7 +337,7 @@ def solve_ivp_rk45(rhs, t0, t1, y0, rtol=1e-6, atol=1e-8, max_steps=100_000, p=(
 
 # The controller's decisions as functions of numbers, shared by ``make_solver``'s
 # scalar solve and the lockstep solve of several samples (``refimpl._lockstep``):
-# one place for each formula above.
+# one place for each formula (with ``error_norm`` above).
 
 
 @njit(cache=True)

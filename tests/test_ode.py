@@ -145,6 +145,14 @@ def poisoned_rhs(t, y, out, p):
     out[0] = p[0] if t >= p[1] else -y[0]  # the value p[0] from time p[1] on
 
 
+@njit(cache=True)
+def poisoned_at_state_rhs(t, y, out, p):
+    for i in range(y.shape[0]):
+        out[i] = math.cos(t + i) - 0.3 * y[i]
+    if y[0] == p[0]:  # at this one state, the last component is p[1]
+        out[y.shape[0] - 1] = p[1]
+
+
 RATE = 0.7
 
 
@@ -401,6 +409,39 @@ def test_non_finite_rhs_stops_with_not_finite_status(value, t_poison):
     with pytest.raises(RuntimeError, match=re.escape(ode.STATUS_MESSAGES[ode.NOT_FINITE])) as info:
         ode.solve_ivp_rk45(poisoned_rhs, 0.0, 1.0, [1.0], 1e-6, 1e-9, p=(value, t_poison))
     assert 0.0 <= _stop_time(info.value) <= t_poison  # the last good state, before the poison
+
+
+def _recorded_solve(rhs, p, y0, rtol, atol, room):
+    n = len(y0)
+    y, stats = np.empty(n), np.zeros(3, dtype=np.int64)
+    times, states = np.full(room, np.nan), np.full((room, tableau.N_STAGES, n), np.nan)
+    status, t = ode.make_solver(rhs).solve(p, 0.0, 2.0, np.asarray(y0, dtype=float), rtol, atol,
+                                          10_000, y, stats, times, states)
+    return status, t, y, stats, times, states
+
+
+# A stage that is not finite anywhere in a step must stop the solve at the step's start, with
+# the step sequence unchanged until then, whichever stage it is: k_1 enters the solution with
+# weight 0 (0 * inf = NaN), and f(t + h, y_new) (stage 6, the next step's first) enters it not
+# at all. The poison sits at one state that only that stage visits (exact equality), found by a
+# clean solve; the step's start is where that clean solve was.
+@pytest.mark.parametrize("value", [math.inf, math.nan])
+@pytest.mark.parametrize("stage", [1, 3, 5, 6])
+def test_non_finite_stage_stops_the_solve_at_the_step_start(stage, value):
+    y0, tols, step = [0.4, 0.1, -0.3], (1e-8, 1e-10), 5
+    status, _, _, stats, times, states = _recorded_solve(poisoned_at_state_rhs, (np.inf, 0.0),
+                                                         y0, *tols, 64)
+    assert status == ode.SUCCESS and stats[ode.NACCEPT] > step + 1
+    # stage s of step m was evaluated at states[m, s]; stage 6 at the next step's start
+    target = states[step + 1, 0, 0] if stage == 6 else states[step, stage, 0]
+    visited = states[: step + 1, :, 0].ravel()
+    assert np.count_nonzero(visited == target) == (0 if stage == 6 else 1)
+    status, t, y, stats, _, _ = _recorded_solve(poisoned_at_state_rhs, (target, value), y0,
+                                                *tols, 0)
+    assert status == ode.NOT_FINITE
+    assert t == times[step - 1]
+    np.testing.assert_array_equal(y, states[step, 0])
+    assert stats[ode.NACCEPT] == step
 
 
 class _UnboundedRBF(refimpl.RBFKernel):
