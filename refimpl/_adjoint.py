@@ -26,10 +26,9 @@ import numpy as np
 from numba import njit, prange, types
 
 from . import ode, rbf
-from ._exp import exp
 from ._intrinsics import stack_array, stack_index_array
 from ._kernels import (BLOCK, augmented_rhs, block_lanes, compile_on_first_call, next_pair,
-                       scratch, window_ratios)
+                       scratch, window_constants, window_ratios)
 from .psi import PAIR2_TYPE, PAIR_TYPE, PAIR_VJP_TYPE, PREPARE_TYPE, PREPARE_VJP_TYPE
 from .tableau import A, B, C, N_STAGES
 
@@ -212,15 +211,10 @@ def window_rhs_vjp(t, y, kbar, theta, work, c_bar, K, D, ybar, theta_bar):
     the one solved.
     """
     rbf.window_prepare(theta, t, work)
-    n_r = int(theta[0])
+    n_r, gamma, spacing, mu_first, mu0, rho = window_constants(theta)
     n_t = int(theta[1])
-    gamma = theta[2]
-    spacing = theta[4]
-    mu_first = theta[5]
-    mu0 = rbf.window_mu_offset(n_r, n_t)
     b0 = rbf.window_basis_offset(n_r, n_t)
     n_pad = n_r + 2 * rbf.WINDOW
-    rho = exp(-2.0 * gamma * spacing * spacing)
     r = stack_array(BLOCK)
     dot = stack_array(BLOCK)
     nearest = stack_index_array(BLOCK)

@@ -121,6 +121,19 @@ def next_pair(i, j, K):
     return i, j
 
 
+@njit(cache=True, inline="always")
+def window_constants(theta):
+    """What the window kernels read of an RBF psi's ``theta``: ``(n_r, gamma,
+    spacing, mu_0, mu_offset, rho)`` with ``mu_offset`` where the padded
+    centres start in the scratch (``rbf.window_mu_offset``) and ``rho =
+    exp(-2 gamma spacing^2)``, the factor of ``rbf._gaussians``' ratios."""
+    n_r = int(theta[0])
+    gamma = theta[2]
+    spacing = theta[4]
+    rho = _exp(-2.0 * gamma * spacing * spacing)
+    return n_r, gamma, spacing, theta[5], rbf.window_mu_offset(n_r, int(theta[1])), rho
+
+
 @njit(cache=True, error_model="numpy", inline="always")
 def window_ratios(r, lanes, theta, work, mu0, nearest, first, up, down):
     """The start of the ratio recurrence of ``rbf._gaussians`` for the
@@ -239,14 +252,9 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
     look every centre up.
     """
     rbf.window_prepare(theta, t, work)
-    n_r = int(theta[0])
-    gamma = theta[2]
-    spacing = theta[4]
-    mu_first = theta[5]
-    mu0 = rbf.window_mu_offset(n_r, int(theta[1]))
+    n_r, gamma, spacing, mu_first, mu0, rho = window_constants(theta)
     k_exception, mu_exception = rbf.window_exception(theta, work)
     look_up = k_exception == rbf.LOOK_UP_CENTRES
-    rho = _exp(-2.0 * gamma * spacing * spacing)
     r = stack_array(BLOCK)
     nearest = stack_index_array(BLOCK)
     base = stack_index_array(BLOCK)
@@ -329,13 +337,8 @@ def window_rows_field_and_divergence(X, T, rows, n_rows, theta, works, K, D, G, 
     work = works.ravel()
     for q in range(n_rows):
         rbf.window_prepare(theta, T[rows[q]], works[rows[q]])
-    n_r = int(theta[0])
-    gamma = theta[2]
-    spacing = theta[4]
-    mu_first = theta[5]
-    mu0 = rbf.window_mu_offset(n_r, int(theta[1]))
+    n_r, gamma, spacing, mu_first, mu0, rho = window_constants(theta)
     k_exception, mu_exception = rbf.window_exception(theta, works[rows[0]])
-    rho = _exp(-2.0 * gamma * spacing * spacing)
     r = stack_array(BLOCK)
     nearest = stack_index_array(BLOCK)
     base = stack_index_array(BLOCK)

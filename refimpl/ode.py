@@ -136,7 +136,6 @@ def make_solver(rhs):
         ``work`` and ``f1`` are scratch arrays of ``y0``'s shape; ``rhs`` is
         called once. Returns the absolute step size.
         """
-        n = y0.shape[0]
         interval = abs(t_bound - t0)
         direction = 1.0 if t_bound > t0 else -1.0
         h0, d1 = first_step_trial(y0, f0, interval, rtol, atol, work)
@@ -144,7 +143,7 @@ def make_solver(rhs):
             # d1 overflowed (or d0 / d1 underflowed): scipy's rule then returns
             # min(100 h0, ...) = 0 too; dividing by h0 in first_step would raise.
             return 0.0
-        for i in range(n):
+        for i in range(y0.shape[0]):
             work[i] = y0[i] + h0 * direction * f0[i]
         rhs(t0 + h0 * direction, work, f1, p)
         return first_step(y0, f0, f1, h0, d1, interval, rtol, atol, work)
