@@ -425,13 +425,14 @@ def window_rhs(t, y, out, p):
 @njit(cache=True)
 def window_rows_rhs(T, X, rows, n_rows, F, p):
     """``window_rhs`` of several samples at once: ``F[b] = f(T[b], X[b])`` for
-    ``b = rows[q]``, ``q < n_rows``; ``p = (evaluate, theta, works, K, D, div)``
-    with ``evaluate`` the multi-sample kernel ``window_rows_field_and_divergence``
-    as a first-class function (a call LLVM does not inline: the lockstep solve
-    calls it at four places, and four copies of it cost seconds of compilation)
-    and ``div`` room for one number per row."""
-    evaluate, theta, works, K, D, div = p
-    evaluate(X, T, rows, n_rows, theta, works, K, D, F, div)
+    ``b = rows[q]``, ``q < n_rows``; ``p = (evaluate_at, theta, works, K, D,
+    div)`` with ``evaluate_at`` the address of the multi-sample kernel
+    ``window_rows_field_and_divergence`` compiled on its own
+    (``_window_rows_field``; called through it, the kernel is compiled once,
+    where inlined at the lockstep solve's four calls it cost seconds of
+    compilation) and ``div`` room for one number per row."""
+    evaluate_at, theta, works, K, D, div = p
+    _rows_field_at(evaluate_at)(X, T, rows, n_rows, theta, works, K, D, F, div)
     for q in range(n_rows):
         F[rows[q], K * D] = -div[rows[q]]
 
@@ -580,7 +581,8 @@ _PSI_FIELD = (_mat, _f8, _vec, _i8, _i8, _i8, _i8, _i8, _mat, _vec)
 _WINDOW_SOLVE = (_mat, _f8, _f8, _f8, _f8, _i8, _vec, _i8, _i8, _i8, _mat, _imat, _ivec, _vec, _mat,
                  _states)
 _ROWS_FIELD = types.void(_mat, _vec, _ivec, _i8, _vec, _mat, _i8, _i8, _mat, _vec)
-_LOCKSTEP_SOLVE = (types.FunctionType(_ROWS_FIELD), *_WINDOW_SOLVE)
+_rows_field_at = function_at(_ROWS_FIELD)
+_LOCKSTEP_SOLVE = (_i8, *_WINDOW_SOLVE)
 _PSI_SOLVE = (_mat, _f8, _f8, _f8, _f8, _i8, _vec, _i8, _i8, _i8, _i8, _i8, _mat, _imat, _ivec,
               _vec, _mat, _states)
 
@@ -671,6 +673,11 @@ def lockstep_group(K):
     return max(1, LOCKSTEP_PAIRS // max(K * (K - 1) // 2, 1))
 
 
+def rows_field_address():
+    """The address of the compiled multi-sample kernel (``window_rows_rhs``)."""
+    return _address(_window_rows_field.dispatcher, _ROWS_FIELD)
+
+
 def _looks_up_centres(theta, work_size):
     """Whether the window kernels look this psi's centres up (``rbf.window_exception``):
     the multi-sample kernel computes them, so such a psi is solved one sample at a time."""
@@ -699,20 +706,20 @@ def _window_solve_threads(rows, Y0, t0, t1, rtol, atol, max_steps, theta, work_s
              times, states, row, row + 1)
 
 
-# The multi-sample kernel for the lockstep solve, which takes it as a first-class
-# function (``window_rows_rhs``): compiled on its own, for these argument types.
+# The multi-sample kernel for the lockstep solve, which calls it at its address
+# (``window_rows_rhs``): compiled on its own, for these argument types.
 _window_rows_field = compile_on_first_call(_ROWS_FIELD, cache=True, error_model="numpy")(
     window_rows_field_and_divergence.py_func)
 
 
 @compile_on_first_call(_rows(_LOCKSTEP_SOLVE), cache=True)
-def _window_lockstep_rows(evaluate, Y0, t0, t1, rtol, atol, max_steps, theta, work_size, K, D, Y,
+def _window_lockstep_rows(evaluate_at, Y0, t0, t1, rtol, atol, max_steps, theta, work_size, K, D, Y,
                           stats, status, t_end, times, states, first, stop):
     n = stop - first
     works = np.empty((n, work_size))
     for b in range(n):
         rbf.window_setup(theta, works[b])
-    p = (evaluate, theta, works, K, D, np.empty(n))
+    p = (evaluate_at, theta, works, K, D, np.empty(n))
     _solve_window_lockstep(p, t0, t1, Y0[first:stop], rtol, atol, max_steps, Y[first:stop],
                            stats[first:stop], status[first:stop], t_end[first:stop],
                            times[first:stop], states[first:stop])
@@ -720,12 +727,12 @@ def _window_lockstep_rows(evaluate, Y0, t0, t1, rtol, atol, max_steps, theta, wo
 
 @compile_on_first_call(types.void(*_threads(_LOCKSTEP_SOLVE).args, _i8), cache=True,
                        parallel=True)
-def _window_lockstep_threads(rows, evaluate, Y0, t0, t1, rtol, atol, max_steps, theta, work_size,
+def _window_lockstep_threads(rows, evaluate_at, Y0, t0, t1, rtol, atol, max_steps, theta, work_size,
                              K, D, Y, stats, status, t_end, times, states, group):
     n = Y0.shape[0]
     for task in prange(-(-n // group)):
         first = np.int64(task) * group  # prange counts in uint64
-        rows(evaluate, Y0, t0, t1, rtol, atol, max_steps, theta, work_size, K, D, Y, stats,
+        rows(evaluate_at, Y0, t0, t1, rtol, atol, max_steps, theta, work_size, K, D, Y, stats,
              status, t_end, times, states, first, min(first + group, n))
 
 
@@ -768,9 +775,8 @@ def solve_flow_batch(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, window,
     if window:
         group = lockstep_group(K)
         if Y0.shape[0] > 1 and group > 1 and not _looks_up_centres(theta, ctx_size):
-            _window_lockstep_threads(_window_lockstep_rows.argument,
-                                     _window_rows_field.argument, *common, *rest,
-                                     group)
+            _window_lockstep_threads(_window_lockstep_rows.argument, rows_field_address(),
+                                     *common, *rest, group)
         elif Y0.shape[0] == 1:
             _window_solve_rows(*common, *rest, 0, 1)
         else:

@@ -8,10 +8,6 @@ import refimpl
 from refimpl import _kernels, ode, rbf
 from refimpl.tableau import N_STAGES
 
-# the lockstep solve takes the multi-sample kernel as a first-class function,
-# which Numba calls an experimental feature when it compiles the call from Python
-pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaExperimentalFeatureWarning")
-
 
 def _psi(seed=0, **kwargs):
     rng = np.random.default_rng(seed)
@@ -49,7 +45,7 @@ def _alone(psi, K, D, t0, t1, Y0, rtol, max_steps, steps):
 def _lockstep(psi, K, D, t0, t1, Y0, rtol, max_steps, steps):
     """All rows side by side."""
     out = _outputs(*Y0.shape[:1], Y0.shape[1], steps)
-    p = (_kernels._window_rows_field.argument, psi.theta, _scratch(psi, Y0.shape[0]), K, D,
+    p = (_kernels.rows_field_address(), psi.theta, _scratch(psi, Y0.shape[0]), K, D,
          np.empty(Y0.shape[0]))
     _kernels._solve_window_lockstep(p, t0, t1, Y0, rtol, rtol, max_steps, *out)
     return out
