@@ -352,8 +352,9 @@ def window_prepare(theta, t, work):
     increasing from ``0.0``), vectorized across ``k`` (``_add_to_c``). The
     padding past ``n_r`` (``W^T`` zero there) gets ``0 + 0 b_l = 0``, as
     ``window_setup`` left it. Up to ``TIME_BLOCK`` time centres and
-    ``C_BLOCK`` distance centres (the benchmark's 10 and 50) in one block;
-    larger kernels in blocks of these (the same sums, in the same order).
+    ``C_BLOCK`` distance centres (the benchmark's 50 x 10 psi, for one) in
+    one block; larger kernels in blocks of these (the same sums, in the
+    same order).
     """
     n_r = int(theta[0])
     n_t = int(theta[1])
@@ -363,7 +364,7 @@ def window_prepare(theta, t, work):
     b = stack_array(TIME_BLOCK)
     c = stack_array(C_BLOCK)
     if n_t <= TIME_BLOCK and n_k <= C_BLOCK:
-        # The loops below run once here; without them it costs ~35 % less.
+        # The loops below would run once; without them it costs ~35 % less.
         _time_basis_block(work, t, gamma_t, nu0, b0, 0, n_t, b)
         _add_to_c(work, wt0, n_c, b, 0, n_t, 0, n_k, c)
         return
@@ -398,39 +399,48 @@ def _add_to_c(work, wt0, n_c, b, l0, n_l, k0, n_block, c):
     """``c_k += W_kl b_l`` for ``l = l0 .. l0 + n_l - 1`` in turn and
     ``k = k0 .. k0 + n_block - 1``, ``c_k`` in ``work`` (starting from
     ``0.0`` if ``l0 == 0``), ``b_l`` in ``b[l - l0]``. The partial sums stay
-    on the stack (``c``) for the block, and in registers over up to 8 rows
-    of ``W^T`` at a time (``_add_rows``)."""
-    n_block = np.uint64(n_block)
+    on the stack (``c``) for the block, and in registers over 8 rows of
+    ``W^T`` at a time (then 2, then 1: ``_add_rows``).
+
+    Kept small in machine code, which every kernel linking it optimizes
+    again: ``n_block`` is a multiple of ``LANES``, and written as
+    ``n_block // LANES * LANES`` LLVM knows it and leaves out the scalar
+    remainder of each vector loop; ``c`` starts from zeros on the stack
+    rather than from a select in the first step (which LLVM split into two
+    copies of each loop). With those remainders and copies and a 4-row step
+    it cost ~1 s more CPU time in a cold start (import + first DW4 sample,
+    empty Numba cache) for no measurable speed.
+    """
+    n_block = np.uint64(n_block // LANES) * np.uint64(LANES)
     c_at = np.uint64(WINDOW + k0)
     if l0 > 0:
         for k in range(n_block):
             c[k] = work[c_at + k]
+    else:
+        for k in range(n_block):
+            c[k] = 0.0
     rows_at = wt0 + l0 * n_c + k0
     l = 0
     while l + 8 <= n_l:
-        _add_rows(work, rows_at, n_c, b, l, 8, c, n_block, l0 + l == 0)
+        _add_rows(work, rows_at, n_c, b, l, 8, c, n_block)
         l += 8
-    if l + 4 <= n_l:
-        _add_rows(work, rows_at, n_c, b, l, 4, c, n_block, l0 + l == 0)
-        l += 4
-    if l + 2 <= n_l:
-        _add_rows(work, rows_at, n_c, b, l, 2, c, n_block, l0 + l == 0)
+    while l + 2 <= n_l:
+        _add_rows(work, rows_at, n_c, b, l, 2, c, n_block)
         l += 2
     if l < n_l:
-        _add_rows(work, rows_at, n_c, b, l, 1, c, n_block, l0 + l == 0)
+        _add_rows(work, rows_at, n_c, b, l, 1, c, n_block)
     for k in range(n_block):
         work[c_at + k] = c[k]
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _add_rows(work, rows_at, n_c, b, l, rows, c, n_block, first):
-    """``c[k] += W^T[l + j, k] b[l + j]`` for ``j = 0 .. rows - 1`` in turn
-    (``c[k]`` starting from ``0.0`` if ``first``), ``k < n_block``;
-    ``W^T[l + j]`` starts at ``work[rows_at + (l + j) n_c]``. ``rows`` is a
-    literal: LLVM unrolls the loop over ``j``, keeps the partial sums in
-    registers and vectorizes the loop over ``k``."""
+def _add_rows(work, rows_at, n_c, b, l, rows, c, n_block):
+    """``c[k] += W^T[l + j, k] b[l + j]`` for ``j = 0 .. rows - 1`` in turn,
+    ``k < n_block``; ``W^T[l + j]`` starts at ``work[rows_at + (l + j) n_c]``.
+    ``rows`` is a literal: LLVM unrolls the loop over ``j``, keeps the
+    partial sums in registers and vectorizes the loop over ``k``."""
     for k in range(n_block):
-        acc = 0.0 if first else c[k]
+        acc = c[k]
         for j in range(rows):
             acc += work[np.uint64(rows_at + (l + j) * n_c) + k] * b[l + j]
         c[k] = acc
