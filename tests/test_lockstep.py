@@ -102,3 +102,14 @@ def test_batched_flow_runs_in_lockstep_groups_and_matches_each_sample_alone():
     for i in (0, 9, 10, 22):
         x_i, logdet_i = flow.forward(z[i:i + 1])
         assert np.array_equal(x_i[0], x[i]) and logdet_i[0] == logdet[i]
+
+
+@pytest.mark.parametrize("t1, max_steps", [(0.0, 100), (1.0, 0), (1.0, 1), (-1e-300, 100)])
+def test_lockstep_edge_cases_end_as_alone(t1, max_steps):
+    """No interval, no step allowed, one step allowed, an interval below the
+    spacing of the floats: the same ends as the solve of each sample alone."""
+    psi = _psi(3)
+    rng = np.random.default_rng(9)
+    Y0 = np.concatenate([rng.standard_normal((7, 8)), np.zeros((7, 1))], axis=1)
+    args = (psi, 4, 2, 0.0, t1, Y0, 1e-6, max_steps, 4)
+    _assert_same(_lockstep(*args), _alone(*args))
