@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit
 
 from . import ode
+from ._intrinsics import borrowed
 from .tableau import A, B, C, N_STAGES
 
 
@@ -46,11 +47,25 @@ def make_lockstep_solver(rows_rhs):
         ``states[b]`` the recorded steps (as far as they have room).
         """
         L, n = Y0.shape
+        return lockstep(p, t0, t1, Y0, rtol, atol, max_steps, Y, stats, status, t_end, times,
+                        states, np.empty((N_STAGES + 1, L, n)), np.empty((N_STAGES, L, n)),
+                        np.empty((L, n)))
+
+    @njit
+    def lockstep(p, t0, t1, Y0, rtol, atol, max_steps, Y, stats, status, t_end, times, states,
+                 K, Ys, y_new):
+        """``solve_lockstep`` in the scratch arrays ``K``, ``Ys`` and ``y_new``.
+        These, ``Y`` and ``p``'s arrays are borrowed (``_intrinsics.borrowed``;
+        the caller holds them), so their rows cost no reference counting (as
+        in ``ode``'s ``integrate``)."""
+        L, n = Y0.shape
         direction = 1.0 if t1 > t0 else -1.0
         interval = abs(t1 - t0)
-        K = np.empty((N_STAGES + 1, L, n))  # K[s, b]: stage s of sample b
-        Ys = np.empty((N_STAGES, L, n))  # Ys[0, b]: the state; Ys[s, b]: stage state s
-        y_new = np.empty((L, n))
+        K = borrowed(K)  # K[s, b]: stage s of sample b
+        Ys = borrowed(Ys)  # Ys[0, b]: the state; Ys[s, b]: stage state s
+        y_new = borrowed(y_new)
+        p = borrowed(p)
+        Y = borrowed(Y)
         work = np.empty(n)
         T = np.empty(L)
         t = np.full(L, t0)
