@@ -774,7 +774,11 @@ def solve_flow_batch(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, window,
     rest = (K, D, Y, stats, status, t_end, times, states)
     if window:
         group = lockstep_group(K)
-        if Y0.shape[0] > 1 and group > 1 and not _looks_up_centres(theta, ctx_size):
+        # in lockstep only when every thread gets a whole group: a smaller batch
+        # runs faster one sample per thread (and a first sample or two then
+        # compiles only the one-sample solve)
+        if group > 1 and Y0.shape[0] >= numba.get_num_threads() * group \
+                and not _looks_up_centres(theta, ctx_size):
             _window_lockstep_threads(_window_lockstep_rows.argument, rows_field_address(),
                                      *common, *rest, group)
         elif Y0.shape[0] == 1:

@@ -13,7 +13,8 @@ Rows (one line each):
   * one DW4 training step (ML + KL, batch 64; ``bench_train.py``);
   * cold start: import + compile + a first DW4 sample, in a fresh process
     with an empty Numba cache (``NUMBA_CACHE_DIR``), and the same with the
-    cache that run filled;
+    cache that run filled; the same for a first batch of 1000 samples (which
+    runs, and compiles, the lockstep solve);
   * one ``vector_field(x, t, psi)`` call on a single (4, 2) configuration.
 Then: cost per pair and per sample of one field + divergence evaluation as K
 grows (one thread), nanoseconds per exponential in an array loop (refimpl's
@@ -175,19 +176,19 @@ def scipy_baseline(tol, n):
 
 _FIRST_RUN = (
     "import time; t = time.perf_counter(); import refimpl; "
-    "f = refimpl.EquivariantFlow(refimpl.RBFKernel(), n_particles=4, dim=2); f.sample(2, 0); "
+    "f = refimpl.EquivariantFlow(refimpl.RBFKernel(), n_particles=4, dim=2); f.sample({n}, 0); "
     "print(time.perf_counter() - t)"
 )
 
 
-def cold_start():
-    """Seconds for import + first DW4 sample in fresh processes: with an empty
-    Numba cache (everything compiles), then with the cache that run filled."""
+def cold_start(n=2):
+    """Seconds for import + a first sampling of ``n`` DW4 samples in fresh processes: with
+    an empty Numba cache (everything compiles), then with the cache that run filled."""
     times = []
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, NUMBA_CACHE_DIR=tmp)
         for _ in range(2):
-            out = subprocess.run([sys.executable, "-c", _FIRST_RUN], env=env,
+            out = subprocess.run([sys.executable, "-c", _FIRST_RUN.format(n=n)], env=env,
                                  capture_output=True, text=True, check=True)
             times.append(float(out.stdout.strip().splitlines()[-1]))
     return times
@@ -226,9 +227,14 @@ def main():
     say(f"  DW4 training step (ML + KL, batch 64): {best * 1e3:.1f} ms best, {total * 1e3:.1f} ms "
         f"mean (forward {split['forward'] * 1e3:.1f}, adjoint {split['adjoint'] * 1e3:.1f})")
     cold, warm = cold_start()
-    report["rows"]["cold_start"] = {"empty_cache_s": cold, "warm_cache_s": warm}
+    # a first batch large enough for the lockstep solve compiles that path instead
+    batch_cold, batch_warm = cold_start(1000)
+    report["rows"]["cold_start"] = {"empty_cache_s": cold, "warm_cache_s": warm,
+                                    "batch_empty_cache_s": batch_cold,
+                                    "batch_warm_cache_s": batch_warm}
     say(f"  cold start (import + compile + first DW4 sample, empty Numba cache): {cold:.1f} s "
-        f"(with a warm cache: {warm:.2f} s)")
+        f"(with a warm cache: {warm:.2f} s); a first batch of 1000 samples: {batch_cold:.1f} s "
+        f"({batch_warm:.2f} s)")
     one = single_call()
     report["rows"]["single_call_s"] = one
     say(f"  one vector_field call on a single (4, 2) configuration: {one * 1e6:.1f} us")
