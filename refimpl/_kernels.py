@@ -4,8 +4,9 @@ Configurations are stored flat, ``x[i * D + d]`` for particle ``i`` and
 coordinate ``d``; the augmented ODE state is ``y = [x, l]`` of length
 ``K * D + 1``. Every loop is explicit and runs in float64 without fastmath,
 so a result depends only on its own inputs: batches are split over threads
-one sample at a time, and each sample's arithmetic is the same in any batch
-and with any number of threads.
+one sample (or one lockstep group of samples, ``_lockstep``) at a time, and
+each sample's arithmetic is the same in any batch or group and with any
+number of threads.
 """
 
 import functools
@@ -661,10 +662,10 @@ _solve_window = ode.make_solver(window_rhs).solve
 _solve_psi = ode.make_solver(psi_rhs).solve
 _solve_window_lockstep = _lockstep.make_lockstep_solver(window_rows_rhs)
 
-# Samples solved side by side (``_lockstep``) where a sample's pairs fill less
-# than this many SIMD lanes: K = 4 (6 pairs) goes in groups of 10, K = 8 in
-# pairs of samples, K >= 12 one by one. A constant of the code: each sample's
-# numbers are the same in a group and alone.
+# Samples solved side by side (``_lockstep``) in groups of LOCKSTEP_PAIRS //
+# pairs per sample where that is at least 2: K = 4 (6 pairs) in groups of 10,
+# K = 8 (28 pairs) in pairs of samples, K >= 9 one by one. A constant of the
+# code: each sample's numbers are the same in a group and alone.
 LOCKSTEP_PAIRS = 64
 
 

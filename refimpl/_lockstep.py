@@ -172,10 +172,10 @@ def make_lockstep_solver(rows_rhs):
             for q in range(active):
                 b = lanes[q]
                 stats[b, ode.NFEV] += N_STAGES
-                if not ode.all_finite(y_new[b]) or not ode.all_finite(K[N_STAGES, b]):
+                err = ode.error_norm(K[:, b], h[b], y[b], y_new[b], rtol, atol, work)
+                if err != err:  # as ode's solve: y_new or f(t + h, y_new) not finite
                     _end(b, ode.NOT_FINITE, t[b], y, Y, status, t_end)
                     continue
-                err = ode.error_norm(K[:, b], h[b], y[b], y_new[b], rtol, atol, work)
                 h_abs[b] *= ode.step_factor(err, rejected[b])
                 if err < 1.0:
                     accepted = stats[b, ode.NACCEPT]

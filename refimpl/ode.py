@@ -71,14 +71,17 @@ def all_finite(v):
 @njit(cache=True, error_model="numpy")
 def error_norm(K, h, y, y_new, rtol, atol, work):
     """RMS norm of the embedded error estimate ``h sum_s E_s k_s / scale``,
-    ``scale = atol + rtol max(|y|, |y_new|)``; NaN exactly when ``y_new`` or
-    ``K[N_STAGES] = f(t + h, y_new)`` is not finite (``y`` finite, ``atol > 0``).
+    ``scale = atol + rtol max(|y|, |y_new|)``; NaN when ``y_new`` or
+    ``K[N_STAGES] = f(t + h, y_new)`` is not finite (``y`` finite, ``atol > 0``),
+    and otherwise only in the extreme case where both ``h sum_s E_s k_s`` and
+    the scale overflow to inf (inf / inf; a scale beyond 1e308 needs an rtol
+    near 1e300): the solve then ends as for a non-finite state.
 
     The check rides in the terms: ``x - x`` is 0 for a finite ``x`` and NaN
     otherwise, and adding 0 to a term leaves its square as it was. When both
     are finite, so is every stage ``k_0 .. k_5`` (each enters ``y_new``,
-    ``k_1`` as ``0 * k_1``), so every term is finite or +-inf (``h != 0``,
-    ``scale >= atol > 0``) and the norm is not NaN. The terms go in one loop
+    ``k_1`` as ``0 * k_1``), so every term is finite, +-inf (``h != 0``,
+    ``scale >= atol > 0``) or, in that extreme case, inf / inf. The terms go in one loop
     (SIMD lanes: no division check under NumPy's error model, and none is
     needed), their squares are summed in order in another. ``work`` is
     scratch of ``y``'s shape.

@@ -1,11 +1,14 @@
 """The lockstep solve of several samples (refimpl._lockstep) against the solve of
 one sample (ode.make_solver): every output bitwise equal, row by row."""
 
+import numba
 import numpy as np
 import pytest
+from numba import njit
 
 import refimpl
 from refimpl import _kernels, ode, rbf
+from refimpl._lockstep import make_lockstep_solver
 from refimpl.tableau import N_STAGES
 
 
@@ -52,8 +55,9 @@ def _lockstep(psi, K, D, t0, t1, Y0, rtol, max_steps, steps):
 
 
 def _assert_same(got, want):
+    """Equal to the bit (NaN where NaN, the sign of a zero)."""
     for name, a, b in zip(("Y", "stats", "status", "t_end", "times", "states"), got, want):
-        np.testing.assert_array_equal(a, b, err_msg=name)
+        assert a.shape == b.shape and a.tobytes() == b.tobytes(), name
 
 
 @pytest.mark.parametrize("K, D", [(2, 3), (3, 2), (4, 2), (5, 3), (8, 1)])
@@ -92,16 +96,75 @@ def test_samples_that_end_early_drop_out_and_the_rest_go_on():
     assert set(got[2]) == {ode.SUCCESS, ode.MAX_STEPS_EXCEEDED, ode.NOT_FINITE}
 
 
-def test_batched_flow_runs_in_lockstep_groups_and_matches_each_sample_alone():
+def _lockstep_batch():
+    """A DW4 batch that the flow solves in lockstep groups: every thread gets
+    a whole group and a part of one (``solve_flow_batch``'s rule)."""
+    group = _kernels.lockstep_group(4)
+    assert group > 1
+    return numba.get_num_threads() * group + group // 2 + 1
+
+
+def _grid_two_centres_off():
+    mu = np.linspace(0.0, 8.0, 50)
+    for k in (5, 20):
+        mu[k] = np.nextafter(mu[k], np.inf)
+    return mu
+
+
+@pytest.mark.parametrize("mu", [None, _grid_two_centres_off()])
+def test_batched_flow_runs_in_lockstep_groups_and_matches_each_sample_alone(mu):
     """Through EquivariantFlow: DW4 samples in a batch (groups of
-    ``lockstep_group(4)``, split over threads) equal the same samples alone."""
-    assert _kernels.lockstep_group(4) > 1
-    flow = refimpl.EquivariantFlow(_psi(2), rtol=1e-7, atol=1e-7, n_particles=4, dim=2)
-    z = refimpl.MeanFreeNormal(4, 2).sample(23, 3)
+    ``lockstep_group(4)``, split over threads) equal the same samples alone;
+    also for a grid whose centres the window kernel looks up (not
+    ``k spacing + mu_0`` at more than one centre), which the multi-sample
+    kernel cannot evaluate and ``solve_flow_batch`` solves one by one."""
+    kwargs = {} if mu is None else {"mu": mu}
+    psi = _psi(2, **kwargs)
+    looks_up = _kernels._looks_up_centres(psi.theta, rbf.window_work_size(psi.theta))
+    assert looks_up == (mu is not None)
+    flow = refimpl.EquivariantFlow(psi, rtol=1e-7, atol=1e-7, n_particles=4, dim=2)
+    n = _lockstep_batch()
+    z = refimpl.MeanFreeNormal(4, 2).sample(n, 3)
     x, logdet = flow.forward(z)
-    for i in (0, 9, 10, 22):
+    for i in (0, 9, 10, n - 1):
         x_i, logdet_i = flow.forward(z[i:i + 1])
-        assert np.array_equal(x_i[0], x[i]) and logdet_i[0] == logdet[i]
+        assert x_i[0].tobytes() == x[i].tobytes() and logdet_i[0] == logdet[i]
+
+
+@njit
+def _blow_up(t, y, out):
+    # y_1 = t^5 / 5 is exact at fifth order; once t passes 105, f_0 is 1e308 where
+    # y_1 is (nearly) exact, so only at the first-same-as-last stage
+    out[1] = t * t * t * t
+    exact = t * t * t * t * t / 5.0
+    out[0] = 1e308 if (t > 105.0 and abs(y[1] - exact) < 1e-9 * exact) else 0.0
+
+
+@njit
+def _blow_up_rhs(t, y, out, p):
+    _blow_up(t, y, out)
+
+
+@njit
+def _blow_up_rows(T, X, rows, n_rows, F, p):
+    for q in range(n_rows):
+        _blow_up(T[rows[q]], X[rows[q]], F[rows[q]])
+
+
+def test_an_overflowing_error_norm_ends_both_solves_alike():
+    """With finite states the error norm can still be NaN (an estimate and a
+    scale that both overflow: rtol = 1e300); both solves end there, alike."""
+    y0 = np.array([[1e10, 0.0]])
+    settings = (0.0, 1e6, y0, 1e300, 1.0, 200)
+    want = _outputs(1, 2, 4)
+    code, t_end = ode.make_solver(_blow_up_rhs).solve((), *settings[:2], y0[0], *settings[3:],
+                                                      want[0][0], want[1][0], want[4][0],
+                                                      want[5][0])
+    want[2][0], want[3][0] = code, t_end
+    got = _outputs(1, 2, 4)
+    make_lockstep_solver(_blow_up_rows)((), *settings, *got)
+    assert got[2][0] == ode.NOT_FINITE
+    _assert_same(got, want)
 
 
 @pytest.mark.parametrize("t1, max_steps", [(0.0, 100), (1.0, 0), (1.0, 1), (-1e-300, 100)])
