@@ -269,6 +269,8 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
     e = stack_array(_E_SIZE)
     diffs = stack_array(_DIFF_SIZE)
     keep = D <= _STACK_DIMS
+    for lane in range(BLOCK):
+        base[lane] = 0  # one sample: its c starts at work[0] in every lane
     for m in range(K * D):
         g[m] = 0.0
     div = 0.0
@@ -278,8 +280,6 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
     for start in range(0, n_pairs, BLOCK):
         count = min(BLOCK, n_pairs - start)
         lanes = block_lanes(count)
-        for lane in range(lanes):
-            base[lane] = 0
         for lane in range(count, lanes):
             r[lane] = mu_first  # an idle lane: computed, never used
         for lane in range(count):
