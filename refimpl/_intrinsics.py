@@ -18,7 +18,9 @@ after its last use, which a borrowed view does not extend).
 
 ``function_at(signature)`` gives an intrinsic that makes a first-class
 function of that signature from the int64 address of a compiled function's
-C wrapper (how ``_kernels`` passes psi's functions on the general path).
+C wrapper (how ``_kernels`` passes psi's functions on the general path), or
+with ``native=True`` of its machine code in Numba's calling convention (how
+the window path's entry kernels reach the window kernels).
 """
 
 from numba import types
@@ -105,9 +107,11 @@ def row(typingctx, a, i):
     return row_type(a, i), codegen
 
 
-def function_at(signature):
+def function_at(signature, native=False):
     """An intrinsic: ``types.FunctionType(signature)`` from the address of a
-    compiled function's C wrapper (an int64)."""
+    compiled function's C wrapper (an int64), or with ``native`` of the
+    compiled function itself (Numba's own calling convention: no wrapper in
+    between)."""
     function_type = types.FunctionType(signature)
 
     @intrinsic
@@ -118,9 +122,11 @@ def function_at(signature):
         def codegen(context, builder, sig, args):
             function = cgutils.create_struct_proxy(function_type)(context, builder)
             voidptr = context.get_value_type(types.voidptr)
-            function.c_addr = builder.inttoptr(args[0], voidptr)
-            function.py_addr = cgutils.get_null_value(voidptr)
-            function.jit_addr = cgutils.get_null_value(voidptr)
+            pointer = builder.inttoptr(args[0], voidptr)
+            null = cgutils.get_null_value(voidptr)
+            function.c_addr = null if native else pointer
+            function.py_addr = null
+            function.jit_addr = pointer if native else null
             return function._getvalue()
 
         return function_type(address), codegen

@@ -239,9 +239,10 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
     padded terms stay finite and add ``0 * e = 0``.
 
     Pairs go through in blocks of up to ``BLOCK`` (their lanes rounded up by
-    ``block_lanes``), in three loops across the block over stack arrays
-    (``_intrinsics.stack_array``) that LLVM runs in SIMD lanes: distances,
-    ``window_ratios``, ``window_sums``; field and divergence are then
+    ``block_lanes``), in loops across the block over stack arrays
+    (``_intrinsics.stack_array``) that LLVM runs in SIMD lanes: distances
+    (their squares, then the square roots), ``window_ratios``,
+    ``window_sums``; field and divergence are then
     accumulated pair by pair in the order of ``field_and_divergence``, with
     the same products (the pair vectors ``x_i - x_j`` are kept from the
     distance step). ``c`` is read
@@ -281,18 +282,28 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
         count = min(BLOCK, n_pairs - start)
         lanes = block_lanes(count)
         for lane in range(count, lanes):
-            r[lane] = mu_first  # an idle lane: computed, never used
+            r[lane] = 0.0  # an idle lane: computed, never used
+        # Indices unsigned, in this loop and the accumulation: Numba tests a
+        # signed index for a negative value (counted from the end), a compare
+        # and a select per access that LLVM cannot drop here.
         for lane in range(count):
+            i_0 = np.uint64(i * D)
+            j_0 = np.uint64(j * D)
+            at = np.uint64(lane * D)
             r2 = 0.0
-            for d in range(D):
-                diff = x[i * D + d] - x[j * D + d]
+            for d in range(np.uint64(D)):
+                diff = x[i_0 + d] - x[j_0 + d]
                 if keep:
-                    diffs[lane * D + d] = diff
+                    diffs[at + d] = diff
                 r2 += diff * diff
-            r[lane] = math.sqrt(r2)
+            r[lane] = r2
             pair_i[lane] = i
             pair_j[lane] = j
             i, j = next_pair(i, j, K)
+        # the square roots in SIMD (one per pair in the loop above waited for
+        # each: ~4 % of an evaluation at K = 13)
+        for lane in range(lanes):
+            r[lane] = math.sqrt(r[lane])
         window_ratios(r, lanes, theta, work, mu0, nearest, first, up, down)
         # Each lane's recurrence and window sum; the loops over m in
         # window_sum have constant trip counts and are unrolled, so the loop
@@ -305,10 +316,11 @@ def window_field_and_divergence(x, t, theta, work, K, D, g):
             window_sums(lanes, False, r, nearest, base, first, up, down, e, psi, slope, work,
                         mu0, gamma, spacing, mu_first, rho, k_exception, mu_exception)
         for lane in range(count):
-            i_0 = pair_i[lane] * D
-            j_0 = pair_j[lane] * D
-            for d in range(D):
-                diff = diffs[lane * D + d] if keep else x[i_0 + d] - x[j_0 + d]
+            i_0 = np.uint64(pair_i[lane] * D)
+            j_0 = np.uint64(pair_j[lane] * D)
+            at = np.uint64(lane * D)
+            for d in range(np.uint64(D)):
+                diff = diffs[at + d] if keep else x[i_0 + d] - x[j_0 + d]
                 share = psi[lane] * diff
                 g[i_0 + d] += share
                 g[j_0 + d] -= share
@@ -369,17 +381,20 @@ def window_rows_field_and_divergence(X, T, rows, n_rows, theta, works, K, D, G, 
         count = min(BLOCK, n_rows * n_pairs - start)
         lanes = block_lanes(count)
         for lane in range(count, lanes):
-            r[lane] = mu_first  # an idle lane: computed, never used
+            r[lane] = 0.0  # an idle lane: computed, never used
             base[lane] = 0
         for lane in range(count):
             b = rows[q]
+            i_0 = np.uint64(i * D)
+            j_0 = np.uint64(j * D)
+            at = np.uint64(lane * D)
             r2 = 0.0
-            for d in range(D):
-                diff = X[b, i * D + d] - X[b, j * D + d]
+            for d in range(np.uint64(D)):
+                diff = X[np.uint64(b), i_0 + d] - X[np.uint64(b), j_0 + d]
                 if keep:
-                    diffs[lane * D + d] = diff
+                    diffs[at + d] = diff
                 r2 += diff * diff
-            r[lane] = math.sqrt(r2)
+            r[lane] = r2
             base[lane] = b * size
             pair_b[lane] = b
             pair_i[lane] = i
@@ -389,6 +404,8 @@ def window_rows_field_and_divergence(X, T, rows, n_rows, theta, works, K, D, G, 
                 i = 0
                 j = 1
                 q += 1
+        for lane in range(lanes):
+            r[lane] = math.sqrt(r[lane])
         window_ratios(r, lanes, theta, work, mu0, nearest, first, up, down)
         window_sums(lanes, False, r, nearest, base, first, up, down, e, psi, slope, work, mu0,
                     gamma, spacing, mu_first, rho, k_exception, mu_exception)
@@ -398,13 +415,15 @@ def window_rows_field_and_divergence(X, T, rows, n_rows, theta, works, K, D, G, 
                 div[row] = 2.0 * total
                 row = b
                 total = 0.0
-            i_0 = pair_i[lane] * D
-            j_0 = pair_j[lane] * D
-            for d in range(D):
-                diff = diffs[lane * D + d] if keep else X[b, i_0 + d] - X[b, j_0 + d]
+            i_0 = np.uint64(pair_i[lane] * D)
+            j_0 = np.uint64(pair_j[lane] * D)
+            at = np.uint64(lane * D)
+            u = np.uint64(b)
+            for d in range(np.uint64(D)):
+                diff = diffs[at + d] if keep else X[u, i_0 + d] - X[u, j_0 + d]
                 share = psi[lane] * diff
-                G[b, i_0 + d] += share
-                G[b, j_0 + d] -= share
+                G[u, i_0 + d] += share
+                G[u, j_0 + d] -= share
             total += slope[lane] * r[lane] + D * psi[lane]
     div[row] = 2.0 * total
 
@@ -418,9 +437,13 @@ def augmented_rhs(t, y, out, p):
 
 @njit(cache=True)
 def window_rhs(t, y, out, p):
-    """``augmented_rhs`` on the fixed-window kernel alone; ``p = (theta, work, K, D)``."""
-    theta, work, K, D = p
-    out[K * D] = -window_field_and_divergence(y, t, theta, work, K, D, out)
+    """``augmented_rhs`` on the fixed-window kernel alone; ``p = (evaluate_at,
+    theta, work, K, D)`` with ``evaluate_at`` the address of
+    ``window_field_and_divergence`` compiled on its own (``_window_field``;
+    called through it, the kernel is compiled once, where linked into the
+    solver it was optimized again in each function calling it)."""
+    evaluate_at, theta, work, K, D = p
+    out[K * D] = -_field_at(evaluate_at)(y, t, theta, work, K, D, out)
 
 
 @njit(cache=True)
@@ -577,13 +600,16 @@ def _address(fn, signature):
     return result.library.get_pointer_to_function(result.fndesc.llvm_cfunc_wrapper_name)
 
 
-_WINDOW_FIELD = (_mat, _f8, _vec, _i8, _i8, _i8, _mat, _vec)
+_WINDOW_FIELD = (_i8, _mat, _f8, _vec, _i8, _i8, _i8, _mat, _vec)
 _PSI_FIELD = (_mat, _f8, _vec, _i8, _i8, _i8, _i8, _i8, _mat, _vec)
-_WINDOW_SOLVE = (_mat, _f8, _f8, _f8, _f8, _i8, _vec, _i8, _i8, _i8, _mat, _imat, _ivec, _vec, _mat,
-                 _states)
+# The window path's entry kernels take first the address of the window kernel
+# they call (``field_address``, ``rows_field_address``).
+_WINDOW_SOLVE = (_i8, _mat, _f8, _f8, _f8, _f8, _i8, _vec, _i8, _i8, _i8, _mat, _imat, _ivec, _vec,
+                 _mat, _states)
+_FIELD = types.float64(_vec, _f8, _vec, _vec, _i8, _i8, _vec)
+_field_at = function_at(_FIELD, native=True)
 _ROWS_FIELD = types.void(_mat, _vec, _ivec, _i8, _vec, _mat, _i8, _i8, _mat, _vec)
-_rows_field_at = function_at(_ROWS_FIELD)
-_LOCKSTEP_SOLVE = (_i8, *_WINDOW_SOLVE)
+_rows_field_at = function_at(_ROWS_FIELD, native=True)
 _PSI_SOLVE = (_mat, _f8, _f8, _f8, _f8, _i8, _vec, _i8, _i8, _i8, _i8, _i8, _mat, _imat, _ivec,
               _vec, _mat, _states)
 
@@ -598,13 +624,37 @@ def _threads(args):
     return types.void(types.FunctionType(_rows(args)), *args)
 
 
+# The single-sample window kernel, compiled on its own for these argument
+# types; the field and solve kernels call it at its address (``field_address``):
+# compiled once, whichever path comes first, where linked into them it was
+# optimized again in every function calling it (more than a second of a cold
+# start).
+_window_field = compile_on_first_call(_FIELD, cache=True, error_model="numpy")(
+    window_field_and_divergence.py_func)
+
+
+def _native_address(dispatcher, signature):
+    """The address of ``dispatcher``'s machine code for ``signature`` in Numba's
+    own calling convention (for ``function_at(signature, native=True)``: no C
+    wrapper between caller and kernel)."""
+    result = dispatcher.get_compile_result(signature)
+    return result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
+
+
+@functools.cache
+def field_address():
+    """The address of the compiled single-sample window kernel (``window_rhs``)."""
+    return _native_address(_window_field.dispatcher, _FIELD)
+
+
 @compile_on_first_call(_rows(_WINDOW_FIELD), cache=True)
-def _window_field_rows(X, t, theta, work_size, K, D, G, div, first, stop):
+def _window_field_rows(evaluate_at, X, t, theta, work_size, K, D, G, div, first, stop):
     # One scratch for the rows: its fixed parts (padded centres, W transposed)
     # serve every row, and each evaluation writes the rest (b and c) first.
     work = scratch(theta, work_size, True)
+    evaluate = _field_at(evaluate_at)
     for b in range(first, stop):
-        div[b] = window_field_and_divergence(X[b], t, theta, work, K, D, G[b])
+        div[b] = evaluate(X[b], t, theta, work, K, D, G[b])
 
 
 # Most rows per task of a threaded field evaluation: tasks share one scratch (its set-up,
@@ -615,12 +665,12 @@ FIELD_ROWS_PER_TASK = 64
 
 @compile_on_first_call(types.void(*_threads(_WINDOW_FIELD).args, _i8), cache=True,
                        parallel=True)
-def _window_field_threads(rows, X, t, theta, work_size, K, D, G, div, per_task):
+def _window_field_threads(rows, evaluate_at, X, t, theta, work_size, K, D, G, div, per_task):
     n = X.shape[0]
     tasks = -(-n // per_task)
     for task in prange(tasks):
         first = np.int64(task) * per_task  # prange counts in uint64
-        rows(X, t, theta, work_size, K, D, G, div, first, min(first + per_task, n))
+        rows(evaluate_at, X, t, theta, work_size, K, D, G, div, first, min(first + per_task, n))
 
 
 @compile_on_first_call(_rows(_PSI_FIELD), cache=True)
@@ -644,11 +694,11 @@ def field_and_divergence_batch(X, t, theta, ctx_size, window, prepare, pair, K, 
     (arguments as ``field_args`` gives them)."""
     if window:
         if X.shape[0] == 1:
-            _window_field_rows(X, t, theta, ctx_size, K, D, G, div, 0, 1)
+            _window_field_rows(field_address(), X, t, theta, ctx_size, K, D, G, div, 0, 1)
         else:
             per_task = min(FIELD_ROWS_PER_TASK, -(-X.shape[0] // numba.get_num_threads()))
-            _window_field_threads(_window_field_rows.argument, X, t, theta, ctx_size, K, D, G,
-                                  div, per_task)
+            _window_field_threads(_window_field_rows.argument, field_address(), X, t, theta,
+                                  ctx_size, K, D, G, div, per_task)
         return
     functions = _address(prepare, PREPARE_SIG), _address(pair, PAIR_SIG)
     if X.shape[0] == 1:
@@ -674,9 +724,10 @@ def lockstep_group(K):
     return max(1, LOCKSTEP_PAIRS // max(K * (K - 1) // 2, 1))
 
 
+@functools.cache
 def rows_field_address():
     """The address of the compiled multi-sample kernel (``window_rows_rhs``)."""
-    return _address(_window_rows_field.dispatcher, _ROWS_FIELD)
+    return _native_address(_window_rows_field.dispatcher, _ROWS_FIELD)
 
 
 def _looks_up_centres(theta, work_size):
@@ -688,10 +739,10 @@ def _looks_up_centres(theta, work_size):
 
 
 @compile_on_first_call(_rows(_WINDOW_SOLVE), cache=True)
-def _window_solve_rows(Y0, t0, t1, rtol, atol, max_steps, theta, work_size, K, D, Y, stats,
-                       status, t_end, times, states, first, stop):
+def _window_solve_rows(evaluate_at, Y0, t0, t1, rtol, atol, max_steps, theta, work_size, K, D, Y,
+                       stats, status, t_end, times, states, first, stop):
     for b in range(first, stop):
-        p = (theta, scratch(theta, work_size, True), K, D)
+        p = (evaluate_at, theta, scratch(theta, work_size, True), K, D)
         code, t_reached = _solve_window(p, t0, t1, Y0[b], rtol, atol, max_steps, Y[b], stats[b],
                                         times[b], states[b])
         status[b] = code
@@ -699,11 +750,11 @@ def _window_solve_rows(Y0, t0, t1, rtol, atol, max_steps, theta, work_size, K, D
 
 
 @compile_on_first_call(_threads(_WINDOW_SOLVE), cache=True, parallel=True)
-def _window_solve_threads(rows, Y0, t0, t1, rtol, atol, max_steps, theta, work_size, K, D, Y,
-                          stats, status, t_end, times, states):
+def _window_solve_threads(rows, evaluate_at, Y0, t0, t1, rtol, atol, max_steps, theta, work_size,
+                          K, D, Y, stats, status, t_end, times, states):
     for b in prange(Y0.shape[0]):
         row = np.int64(b)
-        rows(Y0, t0, t1, rtol, atol, max_steps, theta, work_size, K, D, Y, stats, status, t_end,
+        rows(evaluate_at, Y0, t0, t1, rtol, atol, max_steps, theta, work_size, K, D, Y, stats, status, t_end,
              times, states, row, row + 1)
 
 
@@ -713,7 +764,7 @@ _window_rows_field = compile_on_first_call(_ROWS_FIELD, cache=True, error_model=
     window_rows_field_and_divergence.py_func)
 
 
-@compile_on_first_call(_rows(_LOCKSTEP_SOLVE), cache=True)
+@compile_on_first_call(_rows(_WINDOW_SOLVE), cache=True)
 def _window_lockstep_rows(evaluate_at, Y0, t0, t1, rtol, atol, max_steps, theta, work_size, K, D, Y,
                           stats, status, t_end, times, states, first, stop):
     n = stop - first
@@ -726,7 +777,7 @@ def _window_lockstep_rows(evaluate_at, Y0, t0, t1, rtol, atol, max_steps, theta,
                            times[first:stop], states[first:stop])
 
 
-@compile_on_first_call(types.void(*_threads(_LOCKSTEP_SOLVE).args, _i8), cache=True,
+@compile_on_first_call(types.void(*_threads(_WINDOW_SOLVE).args, _i8), cache=True,
                        parallel=True)
 def _window_lockstep_threads(rows, evaluate_at, Y0, t0, t1, rtol, atol, max_steps, theta, work_size,
                              K, D, Y, stats, status, t_end, times, states, group):
@@ -783,9 +834,9 @@ def solve_flow_batch(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, window,
             _window_lockstep_threads(_window_lockstep_rows.argument, rows_field_address(),
                                      *common, *rest, group)
         elif Y0.shape[0] == 1:
-            _window_solve_rows(*common, *rest, 0, 1)
+            _window_solve_rows(field_address(), *common, *rest, 0, 1)
         else:
-            _window_solve_threads(_window_solve_rows.argument, *common, *rest)
+            _window_solve_threads(_window_solve_rows.argument, field_address(), *common, *rest)
         return
     functions = _address(prepare, PREPARE_SIG), _address(pair, PAIR_SIG)
     if Y0.shape[0] == 1:

@@ -38,7 +38,8 @@ def _alone(psi, K, D, t0, t1, Y0, rtol, max_steps, steps):
     works = _scratch(psi, 1)
     for b in range(Y0.shape[0]):
         code, t_reached = _kernels._solve_window(
-            (psi.theta, works[0], K, D), t0, t1, Y0[b], rtol, rtol, max_steps, Y[b], stats[b],
+            (_kernels.field_address(), psi.theta, works[0], K, D), t0, t1, Y0[b], rtol, rtol,
+            max_steps, Y[b], stats[b],
             times[b], states[b])
         status[b] = code
         t_end[b] = t_reached
