@@ -67,6 +67,10 @@ MUTANTS = (
              "w = work[c0 + m] * value\n            total += w\n"
              "            total_slope += rbf.slope_term(gamma, r_lane - mu_k, 0.5 * w)"),),
            ("tests/test_kernels.py", "tests/test_fast_paths.py")),
+    Mutant("window kernel leaves the last lane's distance squared", "refimpl/_kernels.py",
+           (("        # each: ~4 % of an evaluation at K = 13)\n        for lane in range(lanes):",
+             "        # each: ~4 % of an evaluation at K = 13)\n        for lane in range(lanes - 1):"),),
+           ("tests/test_kernels.py", "tests/test_fast_paths.py")),
     Mutant("multi-sample kernel starts the next sample at pair (0, 2)", "refimpl/_kernels.py",
            (("                i = 0\n                j = 1\n                q += 1",
              "                i = 0\n                j = 2\n                q += 1"),),
@@ -158,11 +162,14 @@ def _clear_numba_cache(copy):
 
 
 def _pytest(copy, tests, env):
-    """Exit code and last output line of ``pytest -x`` on ``tests`` in the copy."""
+    """Exit code and last output line of ``pytest -x`` on ``tests`` in the copy (with
+    the failing test's summary line, if one failed)."""
     run = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
                           *tests], cwd=copy, env=env, capture_output=True, text=True)
     lines = (run.stdout + run.stderr).strip().splitlines()
-    return run.returncode, lines[-1] if lines else ""
+    failed = [line for line in lines if line.startswith("FAILED ")]
+    last = lines[-1] if lines else ""
+    return run.returncode, f"{last}; {failed[0][:200]}" if failed else last
 
 
 def main(argv=None):
