@@ -304,15 +304,15 @@ def replay_one(y0, t0, times, n_steps, p, Ys, Ks, taus, hs, y_end):
     """
     n = y0.shape[0]
     stage_times(t0, times, n_steps, taus, hs)
-    y_end[:] = y0
+    ode.copy_into(y_end, y0)
     k_first = np.empty(n)
     augmented_rhs(t0, y_end, k_first, p)
     t = t0
     for m in range(n_steps):
-        Ks[m, 0] = k_first
-        Ys[m, 0] = y_end
+        ode.copy_into(Ks[m, 0], k_first)
+        ode.copy_into(Ys[m, 0], y_end)
         _rk_step(p, t, Ys[m, 0], hs[m], Ks[m], Ys[m], y_end)
-        k_first[:] = Ks[m, N_STAGES]
+        ode.copy_into(k_first, Ks[m, N_STAGES])
         t = times[m]
 
 
@@ -359,7 +359,7 @@ def adjoint_one(t0, times, n_steps, states, ybar_end, theta, work, window, ctx, 
             for j in range(s):
                 for i in range(n):
                     kbar[j, i] += h * A[s, j] * stage_bar[i]
-    ybar0[:] = ybar
+    ode.copy_into(ybar0, ybar)
 
 
 def rbf_pullback(psi):
