@@ -68,20 +68,31 @@ def make_lockstep_solver(rows_rhs):
         y_new = borrowed(y_new)
         p = borrowed(p)
         Y = borrowed(Y)
+        # (np.empty and a loop: np.full, np.zeros and np.ones each cost a
+        # compilation of their own at a cold start)
         work = np.empty(n)
         T = np.empty(L)
-        t = np.full(L, t0)
-        h = np.zeros(L)
-        h_abs = np.zeros(L)
-        t_new = np.zeros(L)
-        min_step = np.zeros(L)
-        trial = np.zeros(L)
-        d1 = np.zeros(L)
-        rejected = np.zeros(L, dtype=np.bool_)
-        fresh = np.ones(L, dtype=np.bool_)  # at the start of a step (not a retry)
+        t = np.empty(L)
+        h = np.empty(L)
+        h_abs = np.empty(L)
+        t_new = np.empty(L)
+        min_step = np.empty(L)
+        trial = np.empty(L)
+        d1 = np.empty(L)
+        rejected = np.empty(L, dtype=np.bool_)
+        fresh = np.empty(L, dtype=np.bool_)  # at the start of a step (not a retry)
         lanes = np.empty(L, dtype=np.int64)  # the samples still being solved
         probe = np.empty(L, dtype=np.int64)
         for b in range(L):
+            t[b] = t0
+            h[b] = 0.0
+            h_abs[b] = 0.0
+            t_new[b] = 0.0
+            min_step[b] = 0.0
+            trial[b] = 0.0
+            d1[b] = 0.0
+            rejected[b] = False
+            fresh[b] = True
             lanes[b] = b
             T[b] = t0
             stats[b, ode.NFEV] = 1
