@@ -625,10 +625,12 @@ def _threads(args):
 
 
 # The single-sample window kernel, compiled on its own for these argument
-# types; the field and solve kernels call it at its address (``field_address``):
-# compiled once, whichever path comes first, where linked into them it was
-# optimized again in every function calling it (more than a second of a cold
-# start).
+# types; the field and solve entry kernels call it at its address
+# (``field_address``): compiled once, whichever path comes first, where linked
+# into them it was optimized again in every function calling it (more than a
+# second of a cold start). ``field_and_divergence`` (``augmented_rhs``, which
+# the gradient's frozen-step replay integrates) still links it: a copy of the
+# same source, the same numbers (tests/test_grad.py, replay bitwise the solve).
 _window_field = compile_on_first_call(_FIELD, cache=True, error_model="numpy")(
     window_field_and_divergence.py_func)
 
@@ -643,7 +645,8 @@ def _native_address(dispatcher, signature):
 
 @functools.cache
 def field_address():
-    """The address of the compiled single-sample window kernel (``window_rhs``)."""
+    """The address of the compiled single-sample window kernel (for ``window_rhs``
+    and ``_window_field_rows``)."""
     return _native_address(_window_field.dispatcher, _FIELD)
 
 
@@ -754,8 +757,8 @@ def _window_solve_threads(rows, evaluate_at, Y0, t0, t1, rtol, atol, max_steps, 
                           K, D, Y, stats, status, t_end, times, states):
     for b in prange(Y0.shape[0]):
         row = np.int64(b)
-        rows(evaluate_at, Y0, t0, t1, rtol, atol, max_steps, theta, work_size, K, D, Y, stats, status, t_end,
-             times, states, row, row + 1)
+        rows(evaluate_at, Y0, t0, t1, rtol, atol, max_steps, theta, work_size, K, D, Y, stats,
+             status, t_end, times, states, row, row + 1)
 
 
 # The multi-sample kernel for the lockstep solve, which calls it at its address

@@ -60,7 +60,8 @@ FAMILIES = {"rbf": _rbf, "mlp": _mlp}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("k,d", [(4, 2), (3, 3)])
+# (13, 3): a full block of 64 pairs and a partial one; (12, 4): pair vectors not kept
+@pytest.mark.parametrize("k,d", [(4, 2), (3, 3), (13, 3), (12, 4)])
 def test_adaptive_result_is_bitwise_the_frozen_replay(family, k, d):
     model = _model(FAMILIES[family](), k, d)
     z = refimpl.MeanFreeNormal(k, d).sample(6, 2)
