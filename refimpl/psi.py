@@ -26,7 +26,10 @@ The kernels receive ``prepare`` and ``pair`` as first-class functions of
 those fixed signatures, so a new family (yours included) needs no change to
 the kernels and does not force them to recompile: compile your two functions
 with ``@njit(PREPARE_SIG, cache=True)`` and ``@njit(PAIR_SIG, cache=True)``
-and subclass ``Psi``. ``tests/test_psi.py`` has a complete example.
+and subclass ``Psi``. ``tests/test_psi.py`` has a complete example. An
+exception your functions raise inside a kernel is raised by the refimpl call
+that ran it, and that call's results are discarded (Numba's C wrappers
+cannot pass it on: ``_kernels._KernelErrors``).
 
 Gradients (``refimpl.grad``) need four more members:
 

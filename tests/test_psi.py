@@ -118,6 +118,58 @@ def test_user_family_plugs_into_the_kernels_unchanged():
     np.testing.assert_allclose(z[0], x, atol=1e-7)
 
 
+@njit(PAIR_SIG, cache=True)
+def _pair_refusing_far_pairs(theta, ctx, r):
+    if r > 5.0:
+        raise ValueError("this psi refuses pairs farther apart than 5")
+    e = ctx[0] * math.exp(-r * r)
+    return e, -2.0 * r * e
+
+
+class RefusingPsi(GaussianPsi):
+    pair = staticmethod(_pair_refusing_far_pairs)
+
+
+def test_an_exception_in_a_users_psi_function_is_raised_not_ignored():
+    # psi's functions are called through their C wrappers, which cannot pass an
+    # exception on: Numba reports it as "Exception ignored" and the kernel goes on
+    # with an undefined value. The entry kernels raise it instead, for one
+    # configuration, a batch in threads, and a solve.
+    psi = RefusingPsi(np.array([0.7, -0.5]))
+    x = np.zeros((6, 3, 2))
+    x[:, 1, 0] = 10.0
+    x[:, 2, 1] = 0.5
+    flow = refimpl.EquivariantFlow(psi, n_particles=3, dim=2)
+    calls = [lambda: refimpl.vector_field(x[0], 0.3, psi),
+             lambda: refimpl.field_and_divergence(x, 0.3, psi),
+             lambda: flow.forward(x[:1] - x[:1].mean(axis=-2, keepdims=True)),
+             lambda: flow.forward(x - x.mean(axis=-2, keepdims=True))]
+    for call in calls:
+        with pytest.raises(ValueError, match="farther apart than 5") as info:
+            call()
+        assert any("compiled kernel" in note for note in info.value.__notes__)
+    near = x.copy()
+    near[:, 1, 0] = 1.0  # every pair within 5: the same psi computes
+    np.testing.assert_array_equal(refimpl.vector_field(near, 0.3, psi),
+                                  refimpl.vector_field(near, 0.3, GaussianPsi(psi.theta)))
+
+
+def test_other_unraisable_reports_still_reach_the_previous_hook(monkeypatch):
+    import sys
+
+    class Failing:
+        def __del__(self):
+            raise RuntimeError("from a finalizer")
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    psi = GaussianPsi(np.array([0.7, -0.5]))
+    refimpl.vector_field(np.zeros((3, 2)), 0.3, psi)  # a kernel call installs refimpl's hook
+    Failing()
+    gc.collect()
+    assert [str(u.exc_value) for u in seen] == ["from a finalizer"]
+
+
 def test_protocol_violations_are_reported():
     class NoPair:
         theta = np.zeros(1)
