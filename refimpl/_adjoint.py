@@ -20,15 +20,16 @@ gradient follows (``ode``'s ``solve``), and ``replay_batch`` recomputes them
 otherwise (a separate kernel: the adjoint's own does not contain the solver).
 """
 
+import functools
 import math
 
 import numpy as np
 from numba import njit, prange, types
 
 from . import ode, rbf
-from ._intrinsics import stack_array, stack_index_array
-from ._kernels import (BLOCK, augmented_rhs, block_lanes, compile_on_first_call, next_pair,
-                       scratch, window_constants, window_ratios)
+from ._intrinsics import function_at, stack_array, stack_index_array
+from ._kernels import (BLOCK, _native_address, augmented_rhs, block_lanes, compile_on_first_call,
+                       next_pair, scratch, window_constants, window_ratios)
 from .psi import PAIR2_TYPE, PAIR_TYPE, PAIR_VJP_TYPE, PREPARE_TYPE, PREPARE_VJP_TYPE
 from .tableau import A, B, C, N_STAGES
 
@@ -317,7 +318,7 @@ def replay_one(y0, t0, times, n_steps, p, Ys, Ks, taus, hs, y_end):
 
 
 @njit(cache=True)
-def adjoint_one(t0, times, n_steps, states, ybar_end, theta, work, window, ctx, ctx_bar,
+def adjoint_one(vjp_at, t0, times, n_steps, states, ybar_end, theta, work, window, ctx, ctx_bar,
                 prepare, pair2, pair_vjp, prepare_vjp, K, D, ybar0, theta_bar, rbf_psi):
     """Reverse mode of the frozen-step solve of one sample.
 
@@ -328,8 +329,8 @@ def adjoint_one(t0, times, n_steps, states, ybar_end, theta, work, window, ctx, 
     ``y0`` into ``ybar0`` and adds the parameter cotangent into ``theta_bar``.
     ``rbf_psi`` as for ``augmented_rhs_vjp``; with ``window`` too, the
     pullbacks run on the forward kernel's window (``window_rhs_vjp``, the
-    same numbers; ``work`` is its scratch) and ``ctx_bar`` has room for the
-    padded ``c``.
+    same numbers, called at its address ``vjp_at``: ``window_vjp_address``;
+    ``work`` is its scratch) and ``ctx_bar`` has room for the padded ``c``.
     """
     n = ybar_end.shape[0]
     taus = np.empty((n_steps, N_STAGES))
@@ -348,8 +349,8 @@ def adjoint_one(t0, times, n_steps, states, ybar_end, theta, work, window, ctx, 
         for s in range(N_STAGES - 1, -1, -1):
             stage_bar[:] = 0.0
             if window and rbf_psi:
-                window_rhs_vjp(taus[m, s], Ys[m, s], kbar[s], theta, work, ctx_bar, K, D,
-                               stage_bar, theta_bar)
+                _window_vjp_at(vjp_at)(taus[m, s], Ys[m, s], kbar[s], theta, work, ctx_bar, K, D,
+                                       stage_bar, theta_bar)
             else:
                 augmented_rhs_vjp(taus[m, s], Ys[m, s], kbar[s], theta, ctx, ctx_bar, prepare,
                                   pair2, pair_vjp, prepare_vjp, K, D, stage_bar, theta_bar,
@@ -379,11 +380,26 @@ _b1 = types.boolean
 _states = types.float64[:, :, :, ::1]
 
 
-@compile_on_first_call(types.void(_f8, _mat, _ivec, _states, _mat, _vec, _i8, _b1,
+# The window pullback compiled on its own and called at its address by
+# adjoint_one: linked into it, its code was optimized again in adjoint_one and
+# in adjoint_batch (seconds of a first training step's compilation).
+_WINDOW_VJP = types.void(_f8, _vec, _vec, _vec, _vec, _vec, _i8, _i8, _vec, _vec)
+_window_vjp_at = function_at(_WINDOW_VJP, native=True)
+_window_vjp = compile_on_first_call(_WINDOW_VJP, cache=True, error_model="numpy")(
+    window_rhs_vjp.py_func)
+
+
+@functools.cache
+def window_vjp_address():
+    """The address of the compiled window pullback (``adjoint_batch``'s ``vjp_at``)."""
+    return _native_address(_window_vjp.dispatcher, _WINDOW_VJP)
+
+
+@compile_on_first_call(types.void(_i8, _f8, _mat, _ivec, _states, _mat, _vec, _i8, _b1,
                                   PREPARE_TYPE, _i8, PAIR2_TYPE, PAIR_VJP_TYPE,
                                   PREPARE_VJP_TYPE, _b1, _i8, _i8, _mat, _mat),
                        cache=True, parallel=True)
-def adjoint_batch(t0, times, n_steps, states, Ybar, theta, work_size, window, prepare,
+def adjoint_batch(vjp_at, t0, times, n_steps, states, Ybar, theta, work_size, window, prepare,
                   ctx_size, pair2, pair_vjp, prepare_vjp, rbf_psi, K, D, Y0bar, theta_bar):
     """``adjoint_one`` for every row; ``theta_bar[b]`` holds sample ``b``'s share.
 
@@ -392,7 +408,9 @@ def adjoint_batch(t0, times, n_steps, states, Ybar, theta, work_size, window, pr
     its ``n_steps[b]`` steps. ``work_size`` and ``window`` select the
     window scratch as for ``_kernels.solve_flow_batch``; ``ctx_size`` is
     psi's own scratch, used by the general pullback; ``rbf_psi``
-    (``rbf_pullback``) as for ``augmented_rhs_vjp``. The per-sample parameter
+    (``rbf_pullback``) as for ``augmented_rhs_vjp``; ``vjp_at`` is
+    ``window_vjp_address()`` where both ``window`` and ``rbf_psi`` hold (the
+    window pullback is not called otherwise: 0 will do). The per-sample parameter
     cotangents are summed by the caller in a fixed order, so the total does
     not depend on the number of threads.
     """
@@ -401,8 +419,8 @@ def adjoint_batch(t0, times, n_steps, states, Ybar, theta, work_size, window, pr
         ctx = np.empty(max(ctx_size, 1))
         ctx_bar = np.empty(max(ctx_size, work_size, 1))
         theta_bar[b, :] = 0.0
-        adjoint_one(t0, times[b], n_steps[b], states[b], Ybar[b], theta, work, window, ctx,
-                    ctx_bar, prepare, pair2, pair_vjp, prepare_vjp, K, D, Y0bar[b],
+        adjoint_one(vjp_at, t0, times[b], n_steps[b], states[b], Ybar[b], theta, work, window,
+                    ctx, ctx_bar, prepare, pair2, pair_vjp, prepare_vjp, K, D, Y0bar[b],
                     theta_bar[b], rbf_psi)
 
 
