@@ -23,6 +23,9 @@ with ``native=True`` of its machine code in Numba's calling convention (how
 the window path's entry kernels reach the window kernels).
 """
 
+import sys
+import threading
+
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -132,3 +135,81 @@ def function_at(signature, native=False):
         return function_type(address), codegen
 
     return at_address
+
+
+class _KernelErrors:
+    """Exceptions raised in compiled code that a kernel reached through a C
+    wrapper (psi's own functions, a batch's rows run in threads): the wrapper
+    cannot pass them on. It reports each to ``sys.unraisablehook``
+    ("Exception ignored in ...") and returns an undefined value, and the
+    kernel goes on with it. ``call_kernel`` runs a kernel with ``_report``
+    in front of the hook that was there, and puts that hook back afterwards;
+    the reports of compiled code made while the kernel runs are kept and the
+    first is raised when it returns, so no result computed with an undefined
+    value is returned. Any other report goes to the previous hook.
+
+    Kernel calls run one at a time (a lock; the kernels use every core
+    anyway): the reports carry no caller, so with two calls at once one could
+    not tell whose they are. A report of compiled code from some other thread
+    while a kernel runs is raised by that call too (loud, not lost)."""
+
+    def __init__(self):
+        self._lock = threading.RLock()
+        self._depth = 0  # kernel calls running (nested only from a hook)
+        self._caught = []
+        self._previous = sys.__unraisablehook__
+        self._hook = self._report  # bound once: sys.unraisablehook is compared with it
+        self._reporting = threading.local()
+
+    def _report(self, unraisable):
+        if getattr(self._reporting, "active", False):
+            # passed back to it (a hook that forwards to whatever it replaced)
+            sys.__unraisablehook__(unraisable)
+            return
+        self._reporting.active = True
+        try:
+            if self._depth and isinstance(unraisable.object, str) \
+                    and unraisable.object.startswith("<numba."):
+                error = unraisable.exc_value
+                if error is None:
+                    error = RuntimeError(f"{unraisable.exc_type.__name__} in compiled code")
+                self._caught.append(error)
+            else:
+                self._previous(unraisable)
+        finally:
+            self._reporting.active = False
+
+    def call(self, name, kernel, args):
+        with self._lock:
+            depth = self._depth
+            start = len(self._caught)
+            previous = sys.unraisablehook
+            try:
+                self._depth = depth + 1
+                if previous is not self._hook:
+                    self._previous = previous
+                    sys.unraisablehook = self._hook
+                result = kernel(*args)
+            finally:
+                # restored from what was read before, also after an interrupt
+                self._depth = depth
+                if previous is not self._hook:
+                    sys.unraisablehook = previous
+                caught = self._caught[start:]
+                del self._caught[start:]
+        if caught:
+            error = caught[0]
+            error.add_note(f"raised in compiled code called by the kernel {name}; refimpl "
+                           f"discarded the results of the call ({len(caught)} such reports)")
+            raise error
+        return result
+
+
+_KERNEL_ERRORS = _KernelErrors()
+
+
+def call_kernel(name, kernel, args):
+    """``kernel(*args)``, raising an exception that compiled code reached
+    through a C wrapper could only report (``_KernelErrors``); ``name`` names
+    the kernel in the error's note."""
+    return _KERNEL_ERRORS.call(name, kernel, args)

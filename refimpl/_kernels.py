@@ -11,8 +11,6 @@ number of threads.
 
 import functools
 import math
-import sys
-import threading
 
 import numba
 import numpy as np
@@ -20,7 +18,7 @@ from numba import njit, prange, types
 
 from . import _lockstep, ode, rbf
 from ._exp import exp as _exp
-from ._intrinsics import function_at, stack_array, stack_index_array
+from ._intrinsics import call_kernel, function_at, stack_array, stack_index_array
 from .psi import PAIR_SIG, PREPARE_SIG, check_psi, compiled, function_argument
 
 
@@ -559,63 +557,9 @@ class _FirstCall:
         return self._argument
 
     def __call__(self, *args):
-        start = _KERNEL_ERRORS.enter()
-        try:
-            result = self.dispatcher(*args)
-        finally:
-            caught = _KERNEL_ERRORS.leave(start)
-        if caught:
-            error = caught[0]
-            error.add_note(f"raised inside the compiled kernel {self.__name__} (refimpl "
-                           f"discarded the results of the call; {len(caught)} such errors)")
-            raise error
-        return result
+        return call_kernel(self.__name__, self.dispatcher, args)
 
 
-class _KernelErrors:
-    """Exceptions raised in compiled code that an entry kernel reached through a
-    C wrapper (psi's own functions, a batch's rows run in threads): the wrapper
-    cannot pass them on. It reports each to ``sys.unraisablehook`` ("Exception
-    ignored in ...") and returns an undefined value, and the kernel goes on
-    with it. While entry kernels run, ``hook`` (installed at the first call,
-    in front of the hook that was there) keeps such reports; ``_FirstCall``
-    raises the first after the kernel returns, so no result computed with an
-    undefined value is returned. Any other report goes to the previous hook."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._active = 0  # entry kernels running (in any Python thread)
-        self._caught = []
-        self._previous = None
-
-    def hook(self, unraisable):
-        if self._active and isinstance(unraisable.object, str) \
-                and unraisable.object.startswith("<numba."):
-            error = unraisable.exc_value
-            if error is None:
-                error = RuntimeError(f"{unraisable.exc_type.__name__} in compiled code")
-            self._caught.append(error)
-        else:
-            self._previous(unraisable)
-
-    def enter(self):
-        with self._lock:
-            if sys.unraisablehook is not self.hook:
-                self._previous = sys.unraisablehook
-                sys.unraisablehook = self.hook
-            self._active += 1
-            return len(self._caught)
-
-    def leave(self, start):
-        with self._lock:
-            self._active -= 1
-            caught = self._caught[start:]
-            if self._active == 0:
-                self._caught.clear()
-            return caught
-
-
-_KERNEL_ERRORS = _KernelErrors()
 
 
 _f8 = types.float64

@@ -29,7 +29,7 @@ with ``@njit(PREPARE_SIG, cache=True)`` and ``@njit(PAIR_SIG, cache=True)``
 and subclass ``Psi``. ``tests/test_psi.py`` has a complete example. An
 exception your functions raise inside a kernel is raised by the refimpl call
 that ran it, and that call's results are discarded (Numba's C wrappers
-cannot pass it on: ``_kernels._KernelErrors``).
+cannot pass it on: ``_intrinsics.call_kernel``).
 
 Gradients (``refimpl.grad``) need four more members:
 
@@ -71,6 +71,7 @@ try:  # private to Numba (0.68 has it); see ``compiled`` for what happens withou
 except ImportError:  # pragma: no cover - depends on the installed Numba
     _get_wrapper_address = None
 
+from ._intrinsics import call_kernel
 from ._validate import as_float_array, as_positive_int, as_time
 
 _vec = types.float64[::1]
@@ -118,8 +119,9 @@ class Psi:
         out_psi = np.empty_like(flat)
         out_dpsi = np.empty_like(flat)
         check_psi(self)
-        _psi_values(compiled(self, "prepare"), compiled(self, "pair"), self.theta,
-                    int(self.ctx_size), flat, t, out_psi, out_dpsi)
+        call_kernel("_psi_values", _psi_values,
+                    (compiled(self, "prepare"), compiled(self, "pair"), self.theta,
+                     int(self.ctx_size), flat, t, out_psi, out_dpsi))
         return out_psi.reshape(r.shape), out_dpsi.reshape(r.shape)
 
     def __call__(self, r, t):

@@ -144,10 +144,11 @@ def test_an_exception_in_a_users_psi_function_is_raised_not_ignored():
              lambda: refimpl.field_and_divergence(x, 0.3, psi),
              lambda: flow.forward(x[:1] - x[:1].mean(axis=-2, keepdims=True)),
              lambda: flow.forward(x - x.mean(axis=-2, keepdims=True))]
+    calls.append(lambda: psi.values(np.array([1.0, 7.0]), 0.3))
     for call in calls:
         with pytest.raises(ValueError, match="farther apart than 5") as info:
             call()
-        assert any("compiled kernel" in note for note in info.value.__notes__)
+        assert any("compiled code called by the kernel" in note for note in info.value.__notes__)
     near = x.copy()
     near[:, 1, 0] = 1.0  # every pair within 5: the same psi computes
     np.testing.assert_array_equal(refimpl.vector_field(near, 0.3, psi),
@@ -164,10 +165,53 @@ def test_other_unraisable_reports_still_reach_the_previous_hook(monkeypatch):
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", seen.append)
     psi = GaussianPsi(np.array([0.7, -0.5]))
-    refimpl.vector_field(np.zeros((3, 2)), 0.3, psi)  # a kernel call installs refimpl's hook
+    for _ in range(2):  # refimpl's hook is in place during a kernel call only
+        refimpl.vector_field(np.zeros((3, 2)), 0.3, psi)
+    assert sys.unraisablehook == seen.append
     Failing()
     gc.collect()
     assert [str(u.exc_value) for u in seen] == ["from a finalizer"]
+
+    # a hook installed later (here one that passes reports on) gets them as well
+    forwarded = []
+
+    def forwarding(unraisable):
+        forwarded.append(str(unraisable.exc_value))
+        seen.append(unraisable)
+
+    sys.unraisablehook = forwarding
+    for _ in range(2):
+        refimpl.vector_field(np.zeros((3, 2)), 0.3, psi)
+    Failing()
+    gc.collect()
+    assert forwarded == ["from a finalizer"] and len(seen) == 2
+
+
+def test_a_psi_error_in_one_thread_is_not_raised_in_another():
+    import threading
+
+    good = GaussianPsi(np.array([0.7, -0.5]))
+    bad = RefusingPsi(np.array([0.7, -0.5]))
+    x_good = np.random.default_rng(0).standard_normal((400, 6, 3))
+    x_bad = np.zeros((8, 3, 2))
+    x_bad[:, 1, 0] = 10.0
+    outcome = {"good": [], "bad": []}
+
+    def run(name, psi, x):
+        for _ in range(20):
+            try:
+                refimpl.field_and_divergence(x, 0.3, psi)
+                outcome[name].append("ok")
+            except ValueError:
+                outcome[name].append("raised")
+
+    threads = [threading.Thread(target=run, args=("good", good, x_good)),
+               threading.Thread(target=run, args=("bad", bad, x_bad))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcome == {"good": ["ok"] * 20, "bad": ["raised"] * 20}
 
 
 def test_protocol_violations_are_reported():
