@@ -151,7 +151,9 @@ class _KernelErrors:
     Kernel calls run one at a time (a lock; the kernels use every core
     anyway): the reports carry no caller, so with two calls at once one could
     not tell whose they are. A report of compiled code from some other thread
-    while a kernel runs is raised by that call too (loud, not lost)."""
+    while a kernel runs is raised by that call too (loud, not lost). A hook
+    of the user's that itself calls a refimpl kernel, for a report made in a
+    Numba worker thread while a kernel runs, would wait for the lock forever."""
 
     def __init__(self):
         self._lock = threading.RLock()
