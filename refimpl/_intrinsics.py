@@ -1,5 +1,5 @@
 """Numba intrinsics for the hot kernels: small arrays on the stack, functions
-from their addresses.
+from their addresses; and ``call_kernel``, how Python runs a kernel.
 
 ``stack_array(n)`` and ``stack_index_array(n)`` give a float64 / int64 array
 of literal length ``n`` in the calling function's frame: no allocation, no
@@ -21,6 +21,11 @@ function of that signature from the int64 address of a compiled function's
 C wrapper (how ``_kernels`` passes psi's functions on the general path), or
 with ``native=True`` of its machine code in Numba's calling convention (how
 the window path's entry kernels reach the window kernels).
+
+``call_kernel(name, kernel, args)`` runs a kernel from Python and raises an
+exception that compiled code behind a C wrapper could only report
+(``_KernelErrors``); every entry kernel (``_kernels.compile_on_first_call``)
+and ``Psi.values`` run this way.
 """
 
 import sys
