@@ -20,7 +20,6 @@ gradient follows (``ode``'s ``solve``), and ``replay_batch`` recomputes them
 otherwise (a separate kernel: the adjoint's own does not contain the solver).
 """
 
-import functools
 import math
 
 import numpy as np
@@ -28,8 +27,8 @@ from numba import njit, prange, types
 
 from . import ode, rbf
 from ._intrinsics import function_at, stack_array, stack_index_array
-from ._kernels import (BLOCK, _native_address, augmented_rhs, block_lanes, compile_on_first_call,
-                       next_pair, scratch, window_constants, window_ratios)
+from ._kernels import (BLOCK, augmented_rhs, block_lanes, compile_on_first_call, next_pair,
+                       scratch, window_constants, window_ratios)
 from .psi import PAIR2_TYPE, PAIR_TYPE, PAIR_VJP_TYPE, PREPARE_TYPE, PREPARE_VJP_TYPE
 from .tableau import A, B, C, N_STAGES
 
@@ -329,7 +328,7 @@ def adjoint_one(vjp_at, t0, times, n_steps, states, ybar_end, theta, work, windo
     ``y0`` into ``ybar0`` and adds the parameter cotangent into ``theta_bar``.
     ``rbf_psi`` as for ``augmented_rhs_vjp``; with ``window`` too, the
     pullbacks run on the forward kernel's window (``window_rhs_vjp``, the
-    same numbers, called at its address ``vjp_at``: ``window_vjp_address``;
+    same numbers, called at its address ``vjp_at``: ``_window_vjp.address``;
     ``work`` is its scratch) and ``ctx_bar`` has room for the padded ``c``.
     """
     n = ybar_end.shape[0]
@@ -389,12 +388,6 @@ _window_vjp = compile_on_first_call(_WINDOW_VJP, cache=True, error_model="numpy"
     window_rhs_vjp.py_func)
 
 
-@functools.cache
-def window_vjp_address():
-    """The address of the compiled window pullback (``adjoint_batch``'s ``vjp_at``)."""
-    return _native_address(_window_vjp.dispatcher, _WINDOW_VJP)
-
-
 @compile_on_first_call(types.void(_i8, _f8, _mat, _ivec, _states, _mat, _vec, _i8, _b1,
                                   PREPARE_TYPE, _i8, PAIR2_TYPE, PAIR_VJP_TYPE,
                                   PREPARE_VJP_TYPE, _b1, _i8, _i8, _mat, _mat),
@@ -409,7 +402,7 @@ def adjoint_batch(vjp_at, t0, times, n_steps, states, Ybar, theta, work_size, wi
     window scratch as for ``_kernels.solve_flow_batch``; ``ctx_size`` is
     psi's own scratch, used by the general pullback; ``rbf_psi``
     (``rbf_pullback``) as for ``augmented_rhs_vjp``; ``vjp_at`` is
-    ``window_vjp_address()`` where both ``window`` and ``rbf_psi`` hold (the
+    ``_window_vjp.address`` where both ``window`` and ``rbf_psi`` hold (the
     window pullback is not called otherwise: 0 will do). The per-sample parameter
     cotangents are summed by the caller in a fixed order, so the total does
     not depend on the number of threads.

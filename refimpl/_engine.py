@@ -45,7 +45,7 @@ from autograd.extend import defvjp_argnums, primitive
 from autograd.tracer import getval, isbox
 
 from . import ode
-from ._adjoint import adjoint_batch, rbf_pullback, replay_batch, window_vjp_address
+from ._adjoint import _window_vjp, adjoint_batch, rbf_pullback, replay_batch
 from ._kernels import field_and_divergence_batch, field_args, psi_args, solve_flow_batch
 from .psi import compiled
 from .tableau import N_STAGES
@@ -275,7 +275,8 @@ def _adjoint_rows(psi, theta, y0, t_start, steps, y_bar, k, d, states=None):
         chunks = [(start, min(start + chunk, rows)) for start in range(0, rows, chunk)]
     work_size, window, prepare, _ = psi_args(psi)
     functions = [compiled(psi, f) for f in ("pair2", "pair_vjp", "prepare_vjp")]
-    vjp_at = window_vjp_address() if window and rbf_pullback(psi) else 0
+    rbf_psi = rbf_pullback(psi)
+    vjp_at = _window_vjp.address if window and rbf_psi else 0
     for start, stop in chunks:
         part = slice(start, stop)
         part_steps = Steps(steps.times[part], steps.n_steps[part])
@@ -284,9 +285,9 @@ def _adjoint_rows(psi, theta, y0, t_start, steps, y_bar, k, d, states=None):
             _replay_rows(psi, theta, y0[part], t_start, part_steps, k, d, part_states)
         else:
             part_states = states[part]
-        adjoint_batch(vjp_at, t_start, part_steps.times, part_steps.n_steps, part_states, y_bar[part],
-                      theta, work_size, window, prepare, int(psi.ctx_size), *functions,
-                      rbf_pullback(psi), k, d, y0_bar[part], theta_bar[part])
+        adjoint_batch(vjp_at, t_start, part_steps.times, part_steps.n_steps, part_states,
+                      y_bar[part], theta, work_size, window, prepare, int(psi.ctx_size),
+                      *functions, rbf_psi, k, d, y0_bar[part], theta_bar[part])
     return theta_bar.sum(axis=0), y0_bar
 
 

@@ -385,12 +385,13 @@ def window_rows_field_and_divergence(X, T, rows, n_rows, theta, works, K, D, G, 
             base[lane] = 0
         for lane in range(count):
             b = rows[q]
+            u = np.uint64(b)
             i_0 = np.uint64(i * D)
             j_0 = np.uint64(j * D)
             at = np.uint64(lane * D)
             r2 = 0.0
             for d in range(np.uint64(D)):
-                diff = X[np.uint64(b), i_0 + d] - X[np.uint64(b), j_0 + d]
+                diff = X[u, i_0 + d] - X[u, j_0 + d]
                 if keep:
                     diffs[at + d] = diff
                 r2 += diff * diff
@@ -539,7 +540,7 @@ class _FirstCall:
     def __init__(self, fn, signature, options):
         functools.update_wrapper(self, fn)
         self._fn, self._signature, self._options = fn, signature, options
-        self._dispatcher = self._argument = None
+        self._dispatcher = self._argument = self._address = None
 
     @property
     def dispatcher(self):
@@ -555,6 +556,17 @@ class _FirstCall:
         if self._argument is None:
             self._argument = function_argument(self.dispatcher, self._signature)
         return self._argument
+
+    @property
+    def address(self):
+        """The address of the compiled function's machine code, in Numba's own
+        calling convention, for ``function_at(signature, native=True)`` in
+        another kernel (no C wrapper in between). Fixed for the process: the
+        function has one signature and is compiled once."""
+        if self._address is None:
+            result = self.dispatcher.get_compile_result(self._signature)
+            self._address = result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
+        return self._address
 
     def __call__(self, *args):
         return call_kernel(self.__name__, self.dispatcher, args)
@@ -605,7 +617,7 @@ def _address(fn, signature):
 _WINDOW_FIELD = (_i8, _mat, _f8, _vec, _i8, _i8, _i8, _mat, _vec)
 _PSI_FIELD = (_mat, _f8, _vec, _i8, _i8, _i8, _i8, _i8, _mat, _vec)
 # The window path's entry kernels take first the address of the window kernel
-# they call (``field_address``, ``rows_field_address``).
+# they call (``_window_field.address``, ``_window_rows_field.address``).
 _WINDOW_SOLVE = (_i8, _mat, _f8, _f8, _f8, _f8, _i8, _vec, _i8, _i8, _i8, _mat, _imat, _ivec, _vec,
                  _mat, _states)
 _FIELD = types.float64(_vec, _f8, _vec, _vec, _i8, _i8, _vec)
@@ -628,28 +640,13 @@ def _threads(args):
 
 # The single-sample window kernel, compiled on its own for these argument
 # types; the field and solve entry kernels call it at its address
-# (``field_address``): compiled once, whichever path comes first, where linked
+# (``_window_field.address``): compiled once, whichever path comes first, where linked
 # into them it was optimized again in every function calling it (more than a
 # second of a cold start). ``field_and_divergence`` (``augmented_rhs``, which
 # the gradient's frozen-step replay integrates) still links it: a copy of the
 # same source, the same numbers (tests/test_grad.py, replay bitwise the solve).
 _window_field = compile_on_first_call(_FIELD, cache=True, error_model="numpy")(
     window_field_and_divergence.py_func)
-
-
-def _native_address(dispatcher, signature):
-    """The address of ``dispatcher``'s machine code for ``signature`` in Numba's
-    own calling convention (for ``function_at(signature, native=True)``: no C
-    wrapper between caller and kernel)."""
-    result = dispatcher.get_compile_result(signature)
-    return result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
-
-
-@functools.cache
-def field_address():
-    """The address of the compiled single-sample window kernel (for ``window_rhs``
-    and ``_window_field_rows``)."""
-    return _native_address(_window_field.dispatcher, _FIELD)
 
 
 @compile_on_first_call(_rows(_WINDOW_FIELD), cache=True)
@@ -699,10 +696,10 @@ def field_and_divergence_batch(X, t, theta, ctx_size, window, prepare, pair, K, 
     (arguments as ``field_args`` gives them)."""
     if window:
         if X.shape[0] == 1:
-            _window_field_rows(field_address(), X, t, theta, ctx_size, K, D, G, div, 0, 1)
+            _window_field_rows(_window_field.address, X, t, theta, ctx_size, K, D, G, div, 0, 1)
         else:
             per_task = min(FIELD_ROWS_PER_TASK, -(-X.shape[0] // numba.get_num_threads()))
-            _window_field_threads(_window_field_rows.argument, field_address(), X, t, theta,
+            _window_field_threads(_window_field_rows.argument, _window_field.address, X, t, theta,
                                   ctx_size, K, D, G, div, per_task)
         return
     functions = _address(prepare, PREPARE_SIG), _address(pair, PAIR_SIG)
@@ -727,12 +724,6 @@ LOCKSTEP_PAIRS = 64
 def lockstep_group(K):
     """How many samples of ``K`` particles the window solve runs side by side."""
     return max(1, LOCKSTEP_PAIRS // max(K * (K - 1) // 2, 1))
-
-
-@functools.cache
-def rows_field_address():
-    """The address of the compiled multi-sample kernel (``window_rows_rhs``)."""
-    return _native_address(_window_rows_field.dispatcher, _ROWS_FIELD)
 
 
 def _looks_up_centres(theta, work_size):
@@ -836,12 +827,13 @@ def solve_flow_batch(Y0, t0, t1, rtol, atol, max_steps, theta, ctx_size, window,
         # compiles only the one-sample solve)
         if group > 1 and Y0.shape[0] >= numba.get_num_threads() * group \
                 and not _looks_up_centres(theta, ctx_size):
-            _window_lockstep_threads(_window_lockstep_rows.argument, rows_field_address(),
+            _window_lockstep_threads(_window_lockstep_rows.argument, _window_rows_field.address,
                                      *common, *rest, group)
         elif Y0.shape[0] == 1:
-            _window_solve_rows(field_address(), *common, *rest, 0, 1)
+            _window_solve_rows(_window_field.address, *common, *rest, 0, 1)
         else:
-            _window_solve_threads(_window_solve_rows.argument, field_address(), *common, *rest)
+            _window_solve_threads(_window_solve_rows.argument, _window_field.address, *common,
+                                  *rest)
         return
     functions = _address(prepare, PREPARE_SIG), _address(pair, PAIR_SIG)
     if Y0.shape[0] == 1:

@@ -2,10 +2,10 @@
 
 Within one test run every kernel is compiled in this process; a user's second
 run loads the machine code from the cache instead. The window path reaches
-its kernels through addresses taken at run time (``_kernels.field_address``,
-``rows_field_address``), which must not end up baked into cached code: a
-process that loads everything from the cache must compute the same bits as
-the one that compiled it. Two fresh processes share one empty cache folder
+its kernels through addresses taken at run time (the ``address`` of
+``_kernels._window_field`` and ``_window_rows_field``), which must not end
+up baked into cached code: a process that loads everything from the cache
+must compute the same bits as the one that compiled it. Two fresh processes share one empty cache folder
 and print a digest of the same computations.
 """
 

@@ -38,7 +38,7 @@ def _alone(psi, K, D, t0, t1, Y0, rtol, max_steps, steps):
     works = _scratch(psi, 1)
     for b in range(Y0.shape[0]):
         code, t_reached = _kernels._solve_window(
-            (_kernels.field_address(), psi.theta, works[0], K, D), t0, t1, Y0[b], rtol, rtol,
+            (_kernels._window_field.address, psi.theta, works[0], K, D), t0, t1, Y0[b], rtol, rtol,
             max_steps, Y[b], stats[b],
             times[b], states[b])
         status[b] = code
@@ -49,7 +49,7 @@ def _alone(psi, K, D, t0, t1, Y0, rtol, max_steps, steps):
 def _lockstep(psi, K, D, t0, t1, Y0, rtol, max_steps, steps):
     """All rows side by side."""
     out = _outputs(*Y0.shape[:1], Y0.shape[1], steps)
-    p = (_kernels.rows_field_address(), psi.theta, _scratch(psi, Y0.shape[0]), K, D,
+    p = (_kernels._window_rows_field.address, psi.theta, _scratch(psi, Y0.shape[0]), K, D,
          np.empty(Y0.shape[0]))
     _kernels._solve_window_lockstep(p, t0, t1, Y0, rtol, rtol, max_steps, *out)
     return out
